@@ -1,0 +1,86 @@
+"""One-class anomaly detectors behind one ``fit``/``predict`` interface.
+
+``build_detector_factory`` turns a detector config into a callable that returns a
+new, unfitted detector. Frozen-backbone detectors built by one factory share one
+``FeatureExtractor``, so each image's backbone features are computed once per run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from detectors.base import AnomalyDetector, Prediction
+from detectors.features import FeatureCache, FeatureExtractor
+
+logger = logging.getLogger(__name__)
+
+DetectorFactory = Callable[[int], AnomalyDetector]
+
+__all__ = [
+    "AnomalyDetector",
+    "DetectorFactory",
+    "FeatureExtractor",
+    "Prediction",
+    "build_detector_factory",
+    "build_feature_extractor",
+]
+
+
+def build_feature_extractor(config: Any) -> FeatureExtractor:
+    """Create the shared backbone of a frozen-feature detector config."""
+    backbone = config.backbone
+    return FeatureExtractor(
+        backbone=backbone.name,
+        layers=list(backbone.layers),
+        weights=str(backbone.weights),
+        resize=int(config.resize),
+        input_size=int(config.input_size),
+        batch_size=int(config.batch_size),
+        device=str(config.device),
+        cache=FeatureCache(max_memory_mb=float(config.feature_cache_mb)),
+    )
+
+
+def _patchcore_factory(config: Any, seed: int) -> DetectorFactory:
+    from detectors.patchcore import PatchCore
+
+    extractor = build_feature_extractor(config)
+
+    def make(bag: int) -> AnomalyDetector:
+        return PatchCore(
+            extractor,
+            coreset_ratio=float(config.coreset_ratio),
+            projection_dim=int(config.projection_dim),
+            embedding_dim=config.embedding_dim,
+            aggregation_kernel=int(config.aggregation_kernel),
+            num_neighbors=int(config.num_neighbors),
+            smoothing_sigma=float(config.smoothing_sigma),
+            faiss_device=str(config.faiss_device),
+            seed=seed,
+        )
+
+    return make
+
+
+FACTORIES: dict[str, Callable[[Any, int], DetectorFactory]] = {
+    "patchcore": _patchcore_factory,
+}
+
+
+def build_detector_factory(config: Any, seed: int) -> DetectorFactory:
+    """Return ``make(bag) -> AnomalyDetector`` for the detector named in ``config``.
+
+    Parameters
+    ----------
+    config : DictConfig
+        A ``conf/detector/*.yaml`` group; ``config.name`` selects the detector.
+    seed : int
+        Seed for the detectors' own randomness (coreset, channel subsets).
+    """
+    name = config.name
+    if name not in FACTORIES:
+        msg = f"unknown detector {name!r}; available: {', '.join(sorted(FACTORIES))}"
+        raise ValueError(msg)
+    return FACTORIES[name](config, seed)

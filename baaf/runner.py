@@ -1,0 +1,272 @@
+"""One experiment: load, corrupt, filter, train, evaluate, save.
+
+``run_experiment`` is what ``run.py`` calls for every Hydra job. Each step is a
+small function so tests can call them one by one. Every input check runs before
+the first detector is trained, so a bad config or a broken file stops the run
+before any time is spent.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+
+from baaf.filter import BaggingAnomalyFilter, FilterResult
+from baaf.metrics import evaluate, filter_precision_recall
+from baaf.reporting import format_results_table, save_run_outputs
+from baaf.tracking import ExperimentTracker
+from datasets import load_category
+from datasets.base import CategoryData, Sample
+from datasets.corruption import corrupt
+from datasets.image_io import check_readable, read_mask
+from detectors import build_detector_factory
+from detectors.base import Prediction
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Reject out-of-range settings before any data is read.
+
+    Raises
+    ------
+    ValueError
+        Naming the setting, the value received and the allowed range.
+    """
+    ratio = float(cfg.corruption.ratio)
+    if not 0.0 <= ratio < 1.0:
+        msg = (
+            f"corruption.ratio must be in [0, 1), got {ratio}; it is the share of "
+            "the training set that is anomalous, e.g. corruption.ratio=0.1"
+        )
+        raise ValueError(msg)
+    if cfg.baaf.enabled:
+        if int(cfg.baaf.bags) < 2:
+            msg = f"baaf.bags must be at least 2, got {cfg.baaf.bags}; e.g. baaf.bags=4"
+            raise ValueError(msg)
+        if int(cfg.baaf.votes) < 1:
+            msg = f"baaf.votes must be at least 1, got {cfg.baaf.votes}"
+            raise ValueError(msg)
+
+
+def load_data(cfg: DictConfig, cache_dir: Path) -> CategoryData:
+    """Load the configured category, generating the synthetic one if needed."""
+    dataset = cfg.dataset
+    options = OmegaConf.to_container(dataset.get("options") or {}, resolve=True)
+    root = dataset.root
+    if root is None:
+        root = cache_dir / "synthetic"
+    return load_category(str(dataset.name), _absolute(root), str(dataset.category), **options)
+
+
+def check_before_training(cfg: DictConfig, data: CategoryData) -> None:
+    """Check images, masks and the bag count against the corrupted data."""
+    check_readable(data.train + data.test, check_masks=True)
+    if cfg.baaf.enabled:
+        n_groups = len({sample.group_id for sample in data.train})
+        if int(cfg.baaf.bags) > n_groups:
+            msg = (
+                f"baaf.bags={cfg.baaf.bags} is more than the {n_groups} training "
+                f"images of {data.dataset}/{data.category}; use at most {n_groups} "
+                "bags (4 is the usual choice)"
+            )
+            raise ValueError(msg)
+
+
+def run_filter(cfg: DictConfig, factory, train: list[Sample]) -> FilterResult:
+    """Run BAAF on the training set."""
+    baaf_filter = BaggingAnomalyFilter(
+        factory,
+        n_bags=int(cfg.baaf.bags),
+        n_votes=int(cfg.baaf.votes),
+        seed=int(cfg.seed),
+        normalisation=str(cfg.baaf.normalisation),
+    )
+    result = baaf_filter.run(train)
+    if result.removed.all():
+        msg = (
+            f"BAAF removed all {len(train)} training images; lower the share of "
+            "anomalies or use fewer bags (baaf.bags)"
+        )
+        raise RuntimeError(msg)
+    return result
+
+
+def load_masks(samples: list[Sample]) -> list[np.ndarray]:
+    """Read each sample's ground-truth mask at its image size, (H, W) bool."""
+    masks = []
+    for sample in samples:
+        with Image.open(sample.image_path) as image:
+            width, height = image.size
+        masks.append(read_mask(sample.mask_paths, (height, width)))
+    return masks
+
+
+def compute_metrics(
+    data: CategoryData, prediction: Prediction, filter_result: FilterResult | None
+) -> dict[str, Any]:
+    """Image and pixel metrics on the test set, plus filter precision and recall."""
+    labels = np.array([sample.label for sample in data.test])
+    masks = None
+    if prediction.anomaly_maps is not None and data.has_pixel_masks:
+        masks = load_masks(data.test)
+    metrics = evaluate(
+        labels,
+        prediction.image_scores,
+        prediction.anomaly_maps,
+        masks,
+        prediction.map_frame,
+        prediction.crop_fraction,
+        data.has_pixel_masks,
+    )
+    metrics["filter_precision"] = None
+    metrics["filter_recall"] = None
+    if filter_result is not None:
+        removed = set(filter_result.summary.sample_id[filter_result.removed])
+        precision, recall = filter_precision_recall(removed, set(data.injected_ids))
+        metrics["filter_precision"] = _finite_or_none(precision)
+        metrics["filter_recall"] = _finite_or_none(recall)
+    return metrics
+
+
+def run_experiment(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Run one experiment and write its outputs to ``run_dir``.
+
+    Returns
+    -------
+    dict
+        The metrics written to ``metrics.json``.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    validate_config(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    logger.info("git commit %s", _git_commit())
+    logger.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+
+    tracker = ExperimentTracker(
+        enabled=bool(cfg.logger.enabled),
+        mode=str(cfg.logger.mode),
+        project=str(cfg.logger.project),
+        entity=cfg.logger.entity,
+        name=f"{cfg.dataset.category}-{cfg.detector.name}-{_method_label(cfg)}",
+        run_dir=run_dir,
+        config=resolved,
+    )
+    try:
+        metrics = _run_steps(cfg, run_dir, resolved, tracker)
+        metrics["elapsed_s"] = round(time.perf_counter() - started, 1)
+        tracker.log(metrics)
+    except BaseException:
+        tracker.finish(exit_code=1)
+        raise
+    tracker.finish()
+    return metrics
+
+
+def _run_steps(
+    cfg: DictConfig, run_dir: Path, resolved: dict, tracker: ExperimentTracker
+) -> dict[str, Any]:
+    cache_dir = _absolute(cfg.paths.cache_dir)
+    clean = load_data(cfg, cache_dir)
+    data, manifest = corrupt(
+        clean,
+        ratio=float(cfg.corruption.ratio),
+        seed=int(cfg.corruption.seed),
+        cache_dir=cache_dir,
+        ratio_base=str(cfg.corruption.ratio_base),
+        overlap=bool(cfg.corruption.overlap),
+        mode=str(cfg.corruption.mode),
+    )
+    check_before_training(cfg, data)
+    logger.info(
+        "%s/%s: %d training images (%d injected anomalies), %d test images",
+        data.dataset,
+        data.category,
+        len(data.train),
+        len(data.injected_ids),
+        len(data.test),
+    )
+
+    factory = build_detector_factory(cfg.detector, seed=int(cfg.seed))
+    filter_result = None
+    kept = data.train
+    if cfg.baaf.enabled:
+        start = time.perf_counter()
+        filter_result = run_filter(cfg, factory, data.train)
+        kept = [data.train[i] for i in filter_result.kept_indices]
+        logger.info(
+            "BAAF kept %d of %d training images in %.1f s",
+            len(kept),
+            len(data.train),
+            time.perf_counter() - start,
+        )
+
+    start = time.perf_counter()
+    final = factory(-1).fit(kept)
+    logger.info("final %s trained on %d images in %.1f s", cfg.detector.name, len(kept), time.perf_counter() - start)
+    prediction = final.predict(data.test)
+
+    metrics = compute_metrics(data, prediction, filter_result)
+    metrics.update(
+        {
+            "n_train": len(data.train),
+            "n_injected": len(data.injected_ids),
+            "n_kept": len(kept),
+            "ratio_reached": manifest.get("ratio_reached"),
+        }
+    )
+    save_run_outputs(run_dir, resolved, manifest, data, prediction, filter_result, metrics)
+    if filter_result is not None:
+        tracker.save_table("filter_summary", filter_result.summary)
+    table = format_results_table(_method_label(cfg), cfg.detector.name, data, metrics)
+    (run_dir / "results.txt").write_text(table + "\n")
+    logger.info("results\n%s", table)
+    return metrics
+
+
+def _method_label(cfg: DictConfig) -> str:
+    if not cfg.baaf.enabled:
+        return "baseline"
+    return f"BAAF({cfg.baaf.votes}/{cfg.baaf.bags})"
+
+
+def _absolute(path: str | Path) -> Path:
+    path = Path(str(path)).expanduser()
+    if path.is_absolute():
+        return path
+    try:
+        from hydra.utils import get_original_cwd
+
+        return Path(get_original_cwd()) / path
+    except ValueError:
+        return Path.cwd() / path
+
+
+def _git_commit() -> str:
+    try:
+        output = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return output.stdout.strip() or "unknown"
+
+
+def _finite_or_none(value: float) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)
