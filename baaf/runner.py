@@ -59,13 +59,21 @@ def validate_config(cfg: DictConfig) -> None:
 
 
 def load_data(cfg: DictConfig, cache_dir: Path) -> CategoryData:
-    """Load the configured category, generating the synthetic one if needed."""
+    """Load the configured category.
+
+    With ``dataset.root`` null, the embedded synthetic category (MVTec AD layout)
+    is generated under ``cache_dir / "synthetic"`` on first use and loaded; its
+    generator settings come from ``dataset.synthetic``.
+    """
     dataset = cfg.dataset
-    options = OmegaConf.to_container(dataset.get("options") or {}, resolve=True)
-    root = dataset.root
-    if root is None:
+    if dataset.root is None:
+        options = OmegaConf.to_container(dataset.synthetic, resolve=True)
         root = cache_dir / "synthetic"
-    return load_category(str(dataset.name), _absolute(root), str(dataset.category), **options)
+        return load_category("synthetic", root, str(dataset.category), **options)
+    options = dataset.get("options")
+    options = {} if options is None else OmegaConf.to_container(options, resolve=True)
+    root = _absolute(dataset.root)
+    return load_category(str(dataset.name), root, str(dataset.category), **options)
 
 
 def check_before_training(cfg: DictConfig, data: CategoryData) -> None:
@@ -231,7 +239,10 @@ def _run_steps(
         tracker.save_table("filter_summary", filter_result.summary)
     table = format_results_table(_method_label(cfg), cfg.detector.name, data, metrics)
     (run_dir / "results.txt").write_text(table + "\n")
-    logger.info("results\n%s", table)
+    logger.info(
+        "metrics: %s",
+        ", ".join(f"{key}={value}" for key, value in metrics.items()),
+    )
     return metrics
 
 

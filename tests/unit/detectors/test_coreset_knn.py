@@ -1,0 +1,94 @@
+"""Greedy coreset against a brute-force reference, and faiss kNN against numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detectors.coreset import greedy_coreset_indices, random_projection
+from detectors.knn import NearestNeighbourIndex
+
+
+def brute_force_greedy(points: np.ndarray, n_picks: int, start: int) -> list[int]:
+    """k-centre greedy with a full distance matrix, for small inputs."""
+    distances = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    picks = [start]
+    nearest = distances[start].copy()
+    while len(picks) < n_picks:
+        picks.append(int(np.argmax(nearest)))
+        nearest = np.minimum(nearest, distances[picks[-1]])
+    return picks
+
+
+def test_coreset_matches_brute_force_without_projection():
+    points = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)
+    picks = greedy_coreset_indices(points, ratio=0.1, projection_dim=0, seed=4)
+    reference = brute_force_greedy(points.astype(np.float64), len(picks), int(picks[0]))
+    assert picks.tolist() == reference
+
+
+def test_coreset_size_and_uniqueness():
+    points = np.random.default_rng(1).normal(size=(1000, 64)).astype(np.float32)
+    picks = greedy_coreset_indices(points, ratio=0.05, projection_dim=8, seed=0)
+    assert len(picks) == 50
+    assert len(set(picks.tolist())) == 50
+
+
+def test_coreset_is_seeded():
+    points = np.random.default_rng(2).normal(size=(500, 32)).astype(np.float32)
+    first = greedy_coreset_indices(points, 0.1, projection_dim=8, seed=1)
+    again = greedy_coreset_indices(points, 0.1, projection_dim=8, seed=1)
+    other = greedy_coreset_indices(points, 0.1, projection_dim=8, seed=2)
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_coreset_ratio_one_keeps_everything():
+    points = np.zeros((7, 3), dtype=np.float32)
+    assert greedy_coreset_indices(points, 1.0).tolist() == list(range(7))
+
+
+@pytest.mark.parametrize("ratio", [0.0, -0.1, 1.5])
+def test_coreset_rejects_invalid_ratio(ratio):
+    with pytest.raises(ValueError, match="coreset ratio"):
+        greedy_coreset_indices(np.zeros((5, 2), dtype=np.float32), ratio)
+
+
+def test_coreset_covers_isolated_outliers():
+    # Greedy k-centre picks far-away points before points in a dense cluster.
+    rng = np.random.default_rng(3)
+    cluster = rng.normal(0, 0.1, size=(500, 4))
+    outliers = np.eye(4) * 50
+    points = np.vstack([cluster, outliers]).astype(np.float32)
+    picks = set(greedy_coreset_indices(points, 0.02, projection_dim=0, seed=0).tolist())
+    assert {500, 501, 502, 503} <= picks
+
+
+def test_random_projection_shape_and_identity_when_small():
+    import torch
+
+    x = torch.randn(10, 6)
+    assert random_projection(x, 3, seed=0).shape == (10, 3)
+    assert random_projection(x, 6, seed=0) is x
+
+
+def test_knn_matches_numpy_brute_force():
+    rng = np.random.default_rng(4)
+    bank = rng.normal(size=(200, 12)).astype(np.float32)
+    queries = rng.normal(size=(50, 12)).astype(np.float32)
+    index = NearestNeighbourIndex(chunk_size=7).fit(bank)
+    distances, indices = index.search(queries, k=3)
+    reference = np.linalg.norm(queries[:, None] - bank[None], axis=-1)
+    expected = np.argsort(reference, axis=1)[:, :3]
+    assert np.array_equal(indices, expected)
+    # faiss computes squared distances in float32 via the norm expansion.
+    np.testing.assert_allclose(
+        distances, np.take_along_axis(reference, expected, 1), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_knn_cuda_request_falls_back_to_cpu_with_warning():
+    bank = np.zeros((3, 2), dtype=np.float32)
+    with pytest.warns(RuntimeWarning, match="faiss has no GPU support"):
+        index = NearestNeighbourIndex(device="cuda").fit(bank)
+    assert index.search(bank, 1)[0].shape == (3, 1)
