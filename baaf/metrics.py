@@ -32,7 +32,7 @@ MAP_FRAMES = ("full", "center_crop")
 CROP_FRACTION_TOLERANCE = 1e-3
 # Bounds the float32 input of one interpolate call to 64 MiB.
 _MAX_BATCH_PIXELS = 2**24
-# 8-connectivity, as in the MVTec AD evaluation code.
+# 8-connectivity: pixels that touch only at a corner belong to one region.
 _REGION_STRUCTURE = np.ones((3, 3), dtype=bool)
 
 
@@ -110,7 +110,7 @@ def prepare_pixel_arrays(
     ------
     ValueError
         If the frame settings are inconsistent, the counts of maps and masks
-        differ, an array is not 2-D, or a map holds non-finite values.
+        differ, an array is not 2-D, or a map contains non-finite values.
     """
     _check_frame(map_frame, crop_fraction, resize, crop)
     if len(anomaly_maps) != len(masks):
@@ -160,7 +160,9 @@ def pixel_auroc(anomaly_maps: np.ndarray, masks: np.ndarray) -> float:
 def aupro(anomaly_maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> float:
     """Compute the normalised area under the per-region-overlap (PRO) curve.
 
-    Follows the MVTec AD evaluation code. Anomalous regions are the
+    Follows ``compute_pro`` and ``trapezoid`` of the MVTec AD evaluation
+    scripts, except that the FPR comes from integer counts in float64 rather
+    than float32. Anomalous regions are the
     8-connected components of each mask, and every region of every image
     weighs the same in the PRO, whatever its area. The false-positive rate
     (FPR) is taken over all nominal pixels of all images, so images without
@@ -348,7 +350,7 @@ def _check_frame(map_frame: str, crop_fraction: float, resize: int, crop: int) -
         raise ValueError(f"map_frame must be one of {MAP_FRAMES}, got {map_frame!r}")
     if not 0 < crop <= resize:
         raise ValueError(
-            f"need 0 < crop <= resize, got crop={crop} and resize={resize}"
+            f"invalid crop={crop} for resize={resize}; pass 0 < crop <= resize"
         )
     expected = crop / resize
     if (
@@ -383,7 +385,7 @@ def _resize_center_crop(
     -------
     ndarray of shape (len(images), crop, crop), float32
     """
-    # The offset rounds like torchvision's CenterCrop.
+    # The offset rounds like torchvision's CenterCrop (checked in 0.29).
     offset = int(round((size - crop) / 2.0))
     extra = {"align_corners": False} if mode == "bilinear" else {}
     output = np.empty((len(images), crop, crop), dtype=np.float32)

@@ -15,6 +15,9 @@ from detectors.base import AnomalyDetector, Prediction
 from detectors.features import FeatureCache, FeatureExtractor
 
 logger = logging.getLogger(__name__)
+# faiss logs each SIMD build it fails to import at INFO when first imported (by
+# the detector modules below); keep only its warnings.
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 DetectorFactory = Callable[[int], AnomalyDetector]
 
