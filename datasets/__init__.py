@@ -30,7 +30,13 @@ __all__ = [
     "Sample",
     "check_readable",
     "corrupt",
+    "generate_synthetic_mvtec",
     "load_category",
+    "load_folder",
+    "load_mvtec_ad",
+    "load_mvtec_loco",
+    "load_ucsd_ped2",
+    "load_visa",
     "read_image",
     "read_mask",
 ]
@@ -64,8 +70,11 @@ def load_category(name: str, root: Path, category: str, **options) -> CategoryDa
     category : str
         Category name.
     **options
-        Loader options, passed on as keyword arguments; a misspelt option raises
-        TypeError. For ``"synthetic"`` these are the generator's parameters.
+        Loader options, passed on as keyword arguments, so a misspelt option
+        raises TypeError. ``"mvtec_loco"`` takes ``use_validation``,
+        ``"ucsd_ped2"`` takes ``gt_file``, ``"folder"`` takes ``test_share`` and
+        ``seed``, and ``"synthetic"`` takes the parameters of
+        :func:`datasets.synthetic.generate_synthetic_mvtec`. The others take none.
 
     Returns
     -------

@@ -60,7 +60,11 @@ def write_tree_once(
     staging = target.parent / f".{target.name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    write(staging)
+    try:
+        write(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     (staging / stamp_name).write_text(json.dumps(stamp, indent=2) + "\n")
 
     shutil.rmtree(target, ignore_errors=True)

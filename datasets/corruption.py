@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 RATIO_BASES = ("train_after", "train_before")
 MODES = ("iid", "not_iid")
 COMBINED_DEFECT_TYPE = "combined"
+# Keys that apply_manifest and the consistency checks read.
+_REQUIRED_KEYS = ("dataset", "category", "n_train_clean", "overlap", "injected_ids")
 
 
 class ManifestError(ValueError):
@@ -110,7 +112,7 @@ def corrupt(
     if path.is_file():
         manifest = read_manifest(path, data)
         logger.info("Reusing corruption manifest %s", path)
-        for message in manifest["warnings"]:
+        for message in manifest.get("warnings", []):
             warnings.warn(message, UserWarning, stacklevel=2)
     else:
         manifest = draw_manifest(data, ratio, seed, ratio_base, overlap, mode)
@@ -127,7 +129,7 @@ def corrupt(
         manifest["ratio_reached"],
         ratio,
         ratio_base,
-        manifest["injected_groups" if manifest["unit"] == "group" else "injected_ids"],
+        manifest.get("injected_groups", manifest["injected_ids"]),
     )
     return corrupted, manifest
 
@@ -187,7 +189,7 @@ def draw_manifest(
         "ratio_base": ratio_base,
         "overlap": bool(overlap),
         "mode": mode,
-        "seed": seed,
+        "seed": int(seed),
         "unit": "group" if _is_grouped(data) else "image",
         "n_train_clean": n_train,
         "n_candidates": len(candidates),
@@ -205,15 +207,18 @@ def read_manifest(path: Path, data: CategoryData) -> dict:
     Raises
     ------
     ManifestError
-        If the file is not valid JSON, names another dataset or category, was
-        drawn for another training-set size, or lists an id twice or one that is
-        missing from the test set of ``data``.
+        If the file is not valid JSON, lacks a key, names another dataset or
+        category, was drawn for another training-set size, or lists an id twice
+        or one that is missing from the test set of ``data``.
     """
     try:
         manifest = json.loads(Path(path).read_text())
     except json.JSONDecodeError as error:
         raise ManifestError(_stale(path, f"it is not valid JSON ({error})")) from error
 
+    missing_keys = [k for k in _REQUIRED_KEYS if k not in manifest]
+    if missing_keys:
+        raise ManifestError(_stale(path, f"it lacks the keys {missing_keys}"))
     if (manifest.get("dataset"), manifest.get("category")) != (
         data.dataset,
         data.category,
@@ -228,7 +233,7 @@ def read_manifest(path: Path, data: CategoryData) -> dict:
         )
         raise ManifestError(_stale(path, reason))
 
-    injected_ids = manifest.get("injected_ids", [])
+    injected_ids = manifest["injected_ids"]
     test_ids = {s.sample_id for s in data.test}
     missing = [i for i in injected_ids if i not in test_ids]
     if missing:

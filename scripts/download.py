@@ -48,7 +48,7 @@ class Archive:
     Attributes
     ----------
     name : str
-        Dataset name as ``datasets.load_category`` knows it.
+        Dataset name, a key of ``datasets.LOADERS``.
     url : str
         Official download address.
     filename : str
@@ -63,8 +63,10 @@ class Archive:
     checksum: str
 
 
-# URLs and checksums as published in anomalib's data modules (anomalib 1.x,
-# mvtecad.py, visa.py, ucsd_ped.py) and in a fork with MVTec LOCO AD support.
+# URLs and checksums as published in anomalib's data modules (anomalib 1.x:
+# mvtecad.py, visa.py, ucsd_ped.py). NOTE: the MVTec LOCO AD md5 comes from a
+# third-party anomalib-style mvtec_loco.py module and was not checked against a
+# download.
 ARCHIVES = {
     archive.name: archive
     for archive in (
@@ -304,10 +306,10 @@ def _check_tar_member(archive_path: Path, member: tarfile.TarInfo) -> None:
 
 
 def _tar_filter() -> dict:
-    """Return the ``filter="data"`` keyword where tarfile supports it.
+    """Return ``filter="data"`` where this Python's tarfile has extraction filters.
 
-    Python 3.12, and 3.8.17+ to 3.11.4+ security releases, have extraction
-    filters; the "data" filter also drops permissions such as setuid bits.
+    The filters come from PEP 706. The "data" filter also strips setuid bits and
+    rejects links that leave the folder, on top of the checks above.
     """
     return {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 

@@ -138,3 +138,9 @@ def test_defects_differ_between_images():
 def test_invalid_parameters_rejected(tmp_path, option, value, message):
     with pytest.raises(ValueError, match=message):
         generate_synthetic_mvtec(tmp_path, **{**SMALL, option: value})
+
+
+def test_failed_write_leaves_no_folder(tmp_path):
+    with pytest.raises(ValueError, match="seed"):
+        generate_synthetic_mvtec(tmp_path, **{**SMALL, "seed": -1})
+    assert list(tmp_path.iterdir()) == []

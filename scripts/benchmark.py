@@ -1,0 +1,147 @@
+"""Time PatchCore, BAAF(1/4) and BAAF(3/4) side by side in one process.
+
+Phases, each on the same corrupted training set and with a fresh feature cache
+so that every phase pays its own feature extraction:
+
+1. backbone forward over the training images (the floor),
+2. plain PatchCore training,
+3. BAAF(1/4) training (4 bag models, out-of-bag scoring, final model),
+4. BAAF(3/4) training,
+5. inference per test image for the plain and the BAAF(1/4) model (features
+   extracted during the timed call).
+
+For each phase it prints the wall time, the ratio to plain PatchCore training
+(inference: to plain PatchCore inference) and the peak resident memory of the
+process during that phase (Linux ``VmHWM``, reset between phases).
+
+Example::
+
+    python scripts/benchmark.py --root ../shared/data/mvtec_ad --category bottle
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from baaf.filter import BaggingAnomalyFilter
+from datasets import load_category
+from datasets.corruption import corrupt
+from detectors.features import FeatureExtractor
+from detectors.patchcore import PatchCore
+
+logger = logging.getLogger("benchmark")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", default="../shared/data/mvtec_ad", help="MVTec AD root")
+    parser.add_argument("--category", default="bottle", help="category name")
+    parser.add_argument("--dataset", default="mvtec_ad", help="dataset loader name")
+    parser.add_argument("--ratio", type=float, default=0.1, help="injected share")
+    parser.add_argument("--coreset-ratio", type=float, default=0.1, help="coreset share")
+    parser.add_argument("--backbone", default="tf_efficientnet_lite0", help="timm name")
+    parser.add_argument("--layers", default="2,3", help="timm out_indices, comma separated")
+    parser.add_argument("--seed", type=int, default=0, help="seed of bags and coreset")
+    parser.add_argument("--cache-dir", default=None, help="manifest cache folder")
+    return parser.parse_args(argv)
+
+
+def reset_peak_memory() -> None:
+    """Reset the process's peak resident set size (Linux only)."""
+    try:
+        Path(f"/proc/{os.getpid()}/clear_refs").write_text("5")
+    except OSError:
+        logger.warning("cannot reset peak memory; peaks are cumulative")
+
+
+def peak_memory_mb() -> float:
+    """Return the peak resident set size since the last reset, in MiB."""
+    for line in Path(f"/proc/{os.getpid()}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def timed(label: str, action: Callable[[], object]) -> tuple[object, float, float]:
+    """Run ``action`` and return its result, seconds and peak memory in MiB."""
+    reset_peak_memory()
+    start = time.perf_counter()
+    result = action()
+    seconds = time.perf_counter() - start
+    peak = peak_memory_mb()
+    logger.info("%s: %.1f s, peak %.0f MiB", label, seconds, peak)
+    return result, seconds, peak
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    layers = tuple(int(layer) for layer in args.layers.split(","))
+    cache_dir = Path(args.cache_dir or tempfile.mkdtemp(prefix="baaf-bench-"))
+    clean = load_category(args.dataset, Path(args.root), args.category)
+    data, _ = corrupt(clean, args.ratio, args.seed, cache_dir)
+    train, test = data.train, data.test
+
+    def new_extractor() -> FeatureExtractor:
+        return FeatureExtractor(args.backbone, layers, weights="auto")
+
+    def patchcore(extractor: FeatureExtractor) -> PatchCore:
+        return PatchCore(extractor, coreset_ratio=args.coreset_ratio, seed=args.seed)
+
+    def baaf_training(votes: int) -> PatchCore:
+        extractor = new_extractor()
+        result = BaggingAnomalyFilter(
+            lambda bag: patchcore(extractor), n_bags=4, n_votes=votes, seed=args.seed
+        ).run(train)
+        kept = [train[i] for i in result.kept_indices]
+        return patchcore(extractor).fit(kept)
+
+    rows = []
+    floor_extractor = new_extractor()
+    _, seconds, peak = timed("backbone forward", lambda: floor_extractor.layer_maps(train))
+    rows.append(("backbone forward over training images", seconds, peak, "train"))
+    plain, seconds, peak = timed("PatchCore", lambda: patchcore(new_extractor()).fit(train))
+    rows.append(("PatchCore training", seconds, peak, "train"))
+    baaf14, seconds, peak = timed("BAAF(1/4)", lambda: baaf_training(1))
+    rows.append(("BAAF(1/4) + PatchCore training", seconds, peak, "train"))
+    _, seconds, peak = timed("BAAF(3/4)", lambda: baaf_training(3))
+    rows.append(("BAAF(3/4) + PatchCore training", seconds, peak, "train"))
+    for label, model in [("PatchCore", plain), ("BAAF(1/4) + PatchCore", baaf14)]:
+        model.extractor = new_extractor()  # empty cache: pay extraction per image
+        _, seconds, peak = timed(f"{label} inference", lambda m=model: m.predict(test))
+        rows.append((f"{label} inference per test image", seconds / len(test), peak, "infer"))
+
+    print_table(rows, args, len(train), len(test))
+    return [dict(zip(("phase", "seconds", "peak_mib", "kind"), row)) for row in rows]
+
+
+def print_table(rows: list[tuple], args: argparse.Namespace, n_train: int, n_test: int) -> None:
+    plain_train = next(r[1] for r in rows if r[0] == "PatchCore training")
+    plain_infer = next(r[1] for r in rows if r[0].startswith("PatchCore inference"))
+    print(
+        f"{args.dataset}/{args.category}: {n_train} training images "
+        f"({args.ratio:.0%} injected), {n_test} test images; {args.backbone} "
+        f"layers {args.layers}, coreset {args.coreset_ratio}; "
+        f"{os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"{platform.processor() or platform.machine()}"
+    )
+    print()
+    print("| phase | time | ratio to plain PatchCore | peak memory (MiB) |")
+    print("|---|---|---|---|")
+    for phase, seconds, peak, kind in rows:
+        reference = plain_train if kind == "train" else plain_infer
+        unit = f"{seconds:.1f} s" if kind == "train" else f"{1000 * seconds:.1f} ms"
+        print(f"| {phase} | {unit} | {seconds / reference:.2f}x | {peak:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
