@@ -116,7 +116,18 @@ def format_results_table(
         f"{'-' * 18}{'-' * 8}",
     ]
     for key, label in METRIC_LABELS.items():
-        value = metrics.get(key)
-        text = "n/a" if value is None else f"{value:.3f}"
-        lines.append(f"{label:<18}{text:>8}")
+        lines.append(f"{label:<18}{_format_value(metrics.get(key)):>8}")
+    per_type = metrics.get("per_defect_type")
+    if per_type:
+        lines += ["", f"{'defect type':<24}{'I-AUROC':>9}{'P-AUROC':>9}{'AUPRO':>9}"]
+        for defect_type, values in per_type.items():
+            cells = [
+                _format_value(values.get(key))
+                for key in ("image_auroc", "pixel_auroc", "pixel_aupro")
+            ]
+            lines.append(f"{defect_type:<24}" + "".join(f"{c:>9}" for c in cells))
     return "\n".join(lines)
+
+
+def _format_value(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

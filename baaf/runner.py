@@ -122,20 +122,24 @@ def load_masks(samples: list[Sample]) -> list[np.ndarray]:
 def compute_metrics(
     data: CategoryData, prediction: Prediction, filter_result: FilterResult | None
 ) -> dict[str, Any]:
-    """Image and pixel metrics on the test set, plus filter precision and recall."""
-    labels = np.array([sample.label for sample in data.test])
+    """Image and pixel metrics on the test set, plus filter precision and recall.
+
+    With more than one defect type, ``per_defect_type`` holds the same image and
+    pixel metrics for each type, computed on the nominal test images plus the
+    images of that type (for example logical and structural anomalies of LOCO).
+    """
     masks = None
     if prediction.anomaly_maps is not None and data.has_pixel_masks:
         masks = load_masks(data.test)
-    metrics = evaluate(
-        labels,
-        prediction.image_scores,
-        prediction.anomaly_maps,
-        masks,
-        prediction.map_frame,
-        prediction.crop_fraction,
-        data.has_pixel_masks,
-    )
+    metrics = _test_metrics(data, prediction, masks, np.arange(len(data.test)))
+    defect_types = sorted({s.defect_type for s in data.test if s.label == 1})
+    if len(defect_types) > 1:
+        metrics["per_defect_type"] = {
+            defect_type: _test_metrics(
+                data, prediction, masks, _type_subset(data.test, defect_type)
+            )
+            for defect_type in defect_types
+        }
     metrics["filter_precision"] = None
     metrics["filter_recall"] = None
     if filter_result is not None:
@@ -144,6 +148,31 @@ def compute_metrics(
         metrics["filter_precision"] = _finite_or_none(precision)
         metrics["filter_recall"] = _finite_or_none(recall)
     return metrics
+
+
+def _type_subset(test: list[Sample], defect_type: str) -> np.ndarray:
+    keep = [i for i, s in enumerate(test) if s.label == 0 or s.defect_type == defect_type]
+    return np.array(keep)
+
+
+def _test_metrics(
+    data: CategoryData,
+    prediction: Prediction,
+    masks: list[np.ndarray] | None,
+    subset: np.ndarray,
+) -> dict[str, Any]:
+    labels = np.array([data.test[i].label for i in subset])
+    maps = None if prediction.anomaly_maps is None else prediction.anomaly_maps[subset]
+    values = evaluate(
+        labels,
+        prediction.image_scores[subset],
+        maps,
+        None if masks is None else [masks[i] for i in subset],
+        prediction.map_frame,
+        prediction.crop_fraction,
+        data.has_pixel_masks,
+    )
+    return {key: _finite_or_none(value) for key, value in values.items()}
 
 
 def run_experiment(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
