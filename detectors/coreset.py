@@ -1,14 +1,19 @@
 """Approximate greedy coreset (k-centre) selection for memory banks.
 
 Greedy k-centre picks, one at a time, the embedding farthest from everything
-picked so far. With N embeddings and M picks that is M passes over an (N, d)
-array. Two things keep it fast and small:
+picked so far. With N embeddings and M picks the plain method makes M passes
+over an (N, d) array. Three things keep it fast and small:
 
 * distances are computed on a seeded random projection to ``projection_dim``
   dimensions (the Johnson-Lindenstrauss step of PatchCore's approximate greedy
-  coreset), and
-* every pass reuses two preallocated length-N buffers, so peak memory stays
-  O(N * d) and no step allocates a new distance array.
+  coreset);
+* every step updates preallocated buffers in place, so peak memory stays
+  O(N * d) and no step allocates a distance array of length N;
+* for large N the embeddings are grouped into blocks (seeded k-means) and a
+  step only visits the blocks that the new centre can affect: a block whose
+  centre is farther from the new centre than its radius plus its largest
+  current nearest-centre distance cannot change (triangle inequality). The
+  pruning is exact, so the picks equal the plain method's up to float rounding.
 """
 
 from __future__ import annotations
@@ -16,10 +21,17 @@ from __future__ import annotations
 import logging
 import time
 
+import faiss
 import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
+
+# Below this many embeddings the plain loop is faster than block pruning.
+MIN_ROWS_FOR_PRUNING = 20_000
+# Embeddings per block; about 1000 blocks for the 160k patches of 200 images.
+ROWS_PER_BLOCK = 160
+MAX_BLOCKS = 1024
 
 
 def random_projection(
@@ -83,18 +95,14 @@ def greedy_coreset_indices(
 
     start = time.perf_counter()
     projected = random_projection(features, projection_dim, seed).contiguous()
-    squared_norms = (projected * projected).sum(dim=1)  # (N,)
-    min_distances = torch.full((n_rows,), float("inf"))  # (N,)
-    distances = torch.empty(n_rows)  # (N,), reused by every step
-    picks = np.empty(n_picks, dtype=np.int64)
-    current = int(torch.randint(n_rows, (1,), generator=torch.Generator().manual_seed(seed)))
-    for step in range(n_picks):
-        picks[step] = current
-        # squared distance to the new centre: |x|^2 - 2 x.c + |c|^2
-        torch.mv(projected, projected[current], out=distances)
-        distances.mul_(-2.0).add_(squared_norms).add_(squared_norms[current])
-        torch.minimum(min_distances, distances, out=min_distances)
-        current = int(torch.argmax(min_distances))
+    first = int(
+        torch.randint(n_rows, (1,), generator=torch.Generator().manual_seed(seed))
+    )
+    if n_rows >= MIN_ROWS_FOR_PRUNING:
+        n_blocks = min(MAX_BLOCKS, n_rows // ROWS_PER_BLOCK)
+        picks = _block_pruned_greedy(projected, n_picks, first, n_blocks, seed)
+    else:
+        picks = _plain_greedy(projected, n_picks, first)
     logger.info(
         "coreset: %d of %d embeddings (ratio %.3f, projection %d) in %.1f s",
         n_picks,
@@ -104,3 +112,96 @@ def greedy_coreset_indices(
         time.perf_counter() - start,
     )
     return picks
+
+
+def _plain_greedy(points: torch.Tensor, n_picks: int, first: int) -> np.ndarray:
+    """Greedy k-centre over all rows of ``points`` (N, d) at every step."""
+    n_rows = points.shape[0]
+    squared_norms = (points * points).sum(dim=1)  # (N,)
+    min_distances = torch.full((n_rows,), float("inf"))  # (N,)
+    distances = torch.empty(n_rows)  # (N,), reused by every step
+    picks = np.empty(n_picks, dtype=np.int64)
+    current = first
+    for step in range(n_picks):
+        picks[step] = current
+        # squared distance to the new centre: |x|^2 - 2 x.c + |c|^2
+        torch.addmv(squared_norms, points, points[current], alpha=-2.0, out=distances)
+        distances.add_(squared_norms[current])
+        torch.minimum(min_distances, distances, out=min_distances)
+        current = int(torch.argmax(min_distances))
+    return picks
+
+
+def _block_pruned_greedy(
+    points: torch.Tensor, n_picks: int, first: int, n_blocks: int, seed: int
+) -> np.ndarray:
+    """Greedy k-centre that skips blocks the new centre cannot affect."""
+    order, bounds = _partition(points, n_blocks, seed)
+    n_blocks = len(bounds) - 1
+    sorted_points = points[torch.from_numpy(order)].contiguous()  # (N, d)
+    block_of_row = torch.from_numpy(
+        np.repeat(np.arange(n_blocks), np.diff(bounds))
+    )  # (N,)
+    sizes = torch.from_numpy(np.maximum(np.diff(bounds), 1)).float()
+    centres = (
+        torch.zeros(n_blocks, points.shape[1]).index_add_(
+            0, block_of_row, sorted_points
+        )
+        / sizes[:, None]
+    )  # (B, d)
+    offsets = (sorted_points - centres[block_of_row]).norm(dim=1)  # (N,)
+    radius = torch.zeros(n_blocks).scatter_reduce_(0, block_of_row, offsets, "amax")
+    rows_of_block = [torch.arange(bounds[b], bounds[b + 1]) for b in range(n_blocks)]
+
+    squared_norms = (sorted_points * sorted_points).sum(dim=1)  # (N,)
+    min_distances = torch.full((len(order),), float("inf"))  # squared, (N,)
+    block_max = torch.full((n_blocks,), float("inf"))  # not squared, (B,)
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.arange(len(order))
+    current = int(position[first])
+    picks = np.empty(n_picks, dtype=np.int64)
+    for step in range(n_picks):
+        picks[step] = order[current]
+        centre = sorted_points[current]
+        to_blocks = torch.cdist(centre[None], centres)[0]  # (B,)
+        # A block can change only if some member may be nearer to the new centre
+        # than to its current nearest pick; the margin absorbs float rounding.
+        active = (to_blocks - radius) < block_max * (1 + 1e-4) + 1e-6
+        blocks = active.nonzero().squeeze(1).tolist()
+        rows = torch.cat([rows_of_block[b] for b in blocks])
+        distances = torch.addmv(
+            squared_norms[rows], sorted_points.index_select(0, rows), centre, alpha=-2.0
+        ).add_(squared_norms[current])
+        updated = torch.minimum(min_distances[rows], distances)
+        min_distances.index_copy_(0, rows, updated)
+        largest = torch.zeros(n_blocks).scatter_reduce_(
+            0, block_of_row[rows], updated, "amax", include_self=False
+        )
+        block_max = torch.where(active, largest.clamp_min(0).sqrt(), block_max)
+        farthest = int(torch.argmax(block_max))
+        lo, hi = int(bounds[farthest]), int(bounds[farthest + 1])
+        current = lo + int(torch.argmax(min_distances[lo:hi]))
+    return picks
+
+
+def _partition(
+    points: torch.Tensor, n_blocks: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Group rows by seeded k-means.
+
+    Returns
+    -------
+    order : ndarray of shape (N,)
+        Row indices sorted by block.
+    bounds : ndarray of shape (B + 1,)
+        Block b holds ``order[bounds[b]:bounds[b + 1]]``; empty blocks removed.
+    """
+    array = np.ascontiguousarray(points.numpy(), dtype=np.float32)
+    kmeans = faiss.Kmeans(array.shape[1], n_blocks, niter=10, seed=seed, verbose=False)
+    kmeans.train(array)
+    _, assignment = kmeans.index.search(array, 1)
+    assignment = assignment[:, 0]
+    order = np.argsort(assignment, kind="stable")
+    counts = np.bincount(assignment, minlength=n_blocks)
+    counts = counts[counts > 0]
+    return order, np.concatenate([[0], np.cumsum(counts)])

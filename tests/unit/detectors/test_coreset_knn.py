@@ -92,3 +92,26 @@ def test_knn_cuda_request_falls_back_to_cpu_with_warning():
     with pytest.warns(RuntimeWarning, match="faiss has no GPU support"):
         index = NearestNeighbourIndex(device="cuda").fit(bank)
     assert index.search(bank, 1)[0].shape == (3, 1)
+
+
+def test_block_pruning_gives_plain_greedy_picks():
+    import torch
+
+    from detectors.coreset import _block_pruned_greedy, _plain_greedy
+
+    rng = np.random.default_rng(5)
+    centres = rng.normal(0, 5, size=(30, 16))
+    points = centres[rng.integers(0, 30, 4000)] + rng.normal(0, 1, size=(4000, 16))
+    points = torch.from_numpy(points.astype(np.float32))
+    plain = _plain_greedy(points, 400, first=17)
+    pruned = _block_pruned_greedy(points, 400, first=17, n_blocks=40, seed=0)
+    assert pruned.tolist() == plain.tolist()
+
+
+def test_large_bank_uses_pruning_and_keeps_outliers():
+    rng = np.random.default_rng(6)
+    cluster = rng.normal(0, 0.1, size=(25_000, 8))
+    outliers = np.eye(8)[:3] * 50
+    points = np.vstack([cluster, outliers]).astype(np.float32)
+    picks = set(greedy_coreset_indices(points, 0.004, projection_dim=0, seed=0).tolist())
+    assert {25_000, 25_001, 25_002} <= picks
