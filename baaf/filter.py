@@ -102,7 +102,10 @@ class BaggingAnomalyFilter:
             msg = f"baaf.votes must be at least 1, got {n_votes}"
             raise ValueError(msg)
         if normalisation not in NORMALISATIONS:
-            msg = f"baaf.normalisation must be one of {NORMALISATIONS}, got {normalisation!r}"
+            msg = (
+                f"baaf.normalisation must be one of {NORMALISATIONS}, "
+                f"got {normalisation!r}"
+            )
             raise ValueError(msg)
         self.detector_factory = detector_factory
         self.n_bags = n_bags
@@ -118,13 +121,17 @@ class BaggingAnomalyFilter:
         bag_rows, decision_rows, threshold_rows = [], [], []
         for vote, vote_seed in enumerate(seeds):
             start = time.perf_counter()
-            bags = split_into_bags([s.group_id for s in samples], self.n_bags, vote_seed)
+            bags = split_into_bags(
+                [s.group_id for s in samples], self.n_bags, vote_seed
+            )
             raw = self._out_of_bag_scores(samples, bags, vote)
             scores = normalise_scores(raw, self.normalisation)
             flagged, thresholds, above = self._flag(scores, bags)
             flag_counts += flagged
             bag_rows.append(_bag_frame(vote, samples, bags))
-            decision_rows.append(_decision_frame(vote, samples, bags, raw, scores, thresholds, above))
+            decision_rows.append(
+                _decision_frame(vote, samples, bags, raw, scores, thresholds, above)
+            )
             threshold_rows.extend({"vote": vote, **row} for row in thresholds)
             logger.info(
                 "vote %d/%d: %d of %d samples flagged (%.1f s)",
@@ -155,7 +162,9 @@ class BaggingAnomalyFilter:
 
     def _vote_seeds(self) -> list[int]:
         sequence = np.random.SeedSequence(self.seed)
-        return [int(child.generate_state(1)[0]) for child in sequence.spawn(self.n_votes)]
+        return [
+            int(child.generate_state(1)[0]) for child in sequence.spawn(self.n_votes)
+        ]
 
     def _out_of_bag_scores(
         self, samples: list[Sample], bags: np.ndarray, vote: int
@@ -197,7 +206,9 @@ class BaggingAnomalyFilter:
                 warnings.simplefilter("always", FilterFallbackWarning)
                 fit = fit_weighted_gmm(values.ravel())
             for warning in caught:
-                warnings.warn(f"bag {bag}: {warning.message}", FilterFallbackWarning, stacklevel=2)
+                warnings.warn(
+                    f"bag {bag}: {warning.message}", FilterFallbackWarning, stacklevel=2
+                )
             above[np.ix_(others, members)] = values > fit.threshold
             thresholds.append(
                 {
@@ -240,7 +251,9 @@ def normalise_scores(raw: np.ndarray, method: str = "global") -> np.ndarray:
 def _min_max(values: np.ndarray) -> np.ndarray:
     low, high = np.nanmin(values), np.nanmax(values)
     if not high > low:
-        logger.warning("out-of-bag scores have no spread (all %.6g); normalised to 0", low)
+        logger.warning(
+            "out-of-bag scores have no spread (all %.6g); normalised to 0", low
+        )
         return np.where(np.isnan(values), np.nan, 0.0)
     return (values - low) / (high - low)
 

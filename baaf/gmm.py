@@ -137,7 +137,9 @@ def crossing_threshold(
     """
     if mixing[0] <= 0.0 or mixing[1] <= 0.0 or means[0] == means[1]:
         return None
-    between = [r for r in _crossings(means, variances, mixing) if means[0] < r < means[1]]
+    between = [
+        r for r in _crossings(means, variances, mixing) if means[0] < r < means[1]
+    ]
     # Two Gaussians cross at most twice and at most once between their means.
     return float(between[0]) if between else None
 
@@ -198,7 +200,8 @@ def _weighted_em(
     mixing = np.array([(weights * low).sum(), (weights * high).sum()]) / total
     previous = -math.inf
     n_iter = 0
-    for n_iter in range(1, max_iter + 1):
+    for iteration in range(1, max_iter + 1):
+        n_iter = iteration
         # E-step: responsibilities of each component, shape (n, 2)
         log_density = _log_normal(scores[:, None], means, variances) + np.log(
             np.maximum(mixing, 1e-300)
@@ -213,7 +216,9 @@ def _weighted_em(
         mixing = component_weight / component_weight.sum()
         means = (effective * scores[:, None]).sum(axis=0) / component_weight
         squared = (scores[:, None] - means) ** 2
-        variances = np.maximum((effective * squared).sum(axis=0) / component_weight, floor)
+        variances = np.maximum(
+            (effective * squared).sum(axis=0) / component_weight, floor
+        )
         if abs(likelihood - previous) < tol:
             break
         previous = likelihood
@@ -227,7 +232,9 @@ def _weighted_em(
     )
 
 
-def _initial_split(scores: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _initial_split(
+    scores: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(scores, kind="stable")
     cumulative = np.cumsum(weights[order])
     median = scores[order[np.searchsorted(cumulative, 0.5 * cumulative[-1])]]
@@ -239,7 +246,9 @@ def _initial_split(scores: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray,
 
 def _wmean(values: np.ndarray, weights: np.ndarray) -> float:
     total = weights.sum()
-    return float((weights * values).sum() / total) if total > 0 else float(values.mean())
+    return (
+        float((weights * values).sum() / total) if total > 0 else float(values.mean())
+    )
 
 
 def _wvar(values: np.ndarray, weights: np.ndarray, mean: float) -> float:

@@ -67,7 +67,9 @@ def save_run_outputs(
             "sample_id": [s.sample_id for s in data.test],
             "label": [s.label for s in data.test],
             "defect_type": [s.defect_type for s in data.test],
-            "injected_in_train": [s.sample_id in set(data.injected_ids) for s in data.test],
+            "injected_in_train": [
+                s.sample_id in set(data.injected_ids) for s in data.test
+            ],
             "image_score": prediction.image_scores,
         }
     )

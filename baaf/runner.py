@@ -151,7 +151,9 @@ def compute_metrics(
 
 
 def _type_subset(test: list[Sample], defect_type: str) -> np.ndarray:
-    keep = [i for i, s in enumerate(test) if s.label == 0 or s.defect_type == defect_type]
+    keep = [
+        i for i, s in enumerate(test) if s.label == 0 or s.defect_type == defect_type
+    ]
     return np.array(keep)
 
 
@@ -251,7 +253,12 @@ def _run_steps(
 
     start = time.perf_counter()
     final = factory(-1).fit(kept)
-    logger.info("final %s trained on %d images in %.1f s", cfg.detector.name, len(kept), time.perf_counter() - start)
+    logger.info(
+        "final %s trained on %d images in %.1f s",
+        cfg.detector.name,
+        len(kept),
+        time.perf_counter() - start,
+    )
     prediction = final.predict(data.test)
 
     metrics = compute_metrics(data, prediction, filter_result)
@@ -263,7 +270,9 @@ def _run_steps(
             "ratio_reached": manifest.get("ratio_reached"),
         }
     )
-    save_run_outputs(run_dir, resolved, manifest, data, prediction, filter_result, metrics)
+    save_run_outputs(
+        run_dir, resolved, manifest, data, prediction, filter_result, metrics
+    )
     if filter_result is not None:
         tracker.save_table("filter_summary", filter_result.summary)
     table = format_results_table(_method_label(cfg), cfg.detector.name, data, metrics)

@@ -67,8 +67,123 @@ def _patchcore_factory(config: Any, seed: int) -> DetectorFactory:
     return make
 
 
+def _padim_factory(config: Any, seed: int) -> DetectorFactory:
+    from detectors.padim import PaDiM
+
+    extractor = build_feature_extractor(config)
+
+    def make(bag: int) -> AnomalyDetector:
+        return PaDiM(
+            extractor,
+            n_features=int(config.n_features),
+            covariance_ridge=float(config.covariance_ridge),
+            smoothing_sigma=float(config.smoothing_sigma),
+            seed=seed,
+        )
+
+    return make
+
+
+def _dfm_factory(config: Any, seed: int) -> DetectorFactory:
+    from detectors.dfm import DFM
+
+    extractor = build_feature_extractor(config)
+    layer = None if config.layer is None else int(config.layer)
+
+    def make(bag: int) -> AnomalyDetector:
+        return DFM(
+            extractor,
+            layer=layer,
+            n_components=config.n_components,
+            score_type=str(config.score_type),
+            smoothing_sigma=float(config.smoothing_sigma),
+        )
+
+    return make
+
+
+def _anomalydino_factory(config: Any, seed: int) -> DetectorFactory:
+    from detectors.anomalydino import AnomalyDINO, ViTTokenExtractor
+
+    extractor = ViTTokenExtractor(
+        backbone=config.backbone.name,
+        weights=str(config.backbone.weights),
+        resize=int(config.resize),
+        input_size=int(config.input_size),
+        batch_size=int(config.batch_size),
+        device=str(config.device),
+        cache=FeatureCache(max_memory_mb=float(config.feature_cache_mb)),
+    )
+
+    def make(bag: int) -> AnomalyDetector:
+        return AnomalyDINO(
+            extractor,
+            top_share=float(config.top_share),
+            masking=bool(config.masking),
+            mask_threshold=float(config.mask_threshold),
+            smoothing_sigma=float(config.smoothing_sigma),
+            faiss_device=str(config.faiss_device),
+        )
+
+    return make
+
+
+def _softpatch_factory(config: Any, seed: int) -> DetectorFactory:
+    from detectors.softpatch import SoftPatch
+
+    extractor = build_feature_extractor(config)
+
+    def make(bag: int) -> AnomalyDetector:
+        return SoftPatch(
+            extractor,
+            noise_share=float(config.noise_share),
+            lof_neighbors=int(config.lof_neighbors),
+            soft_weighting=bool(config.soft_weighting),
+            coreset_ratio=float(config.coreset_ratio),
+            projection_dim=int(config.projection_dim),
+            embedding_dim=config.embedding_dim,
+            aggregation_kernel=int(config.aggregation_kernel),
+            smoothing_sigma=float(config.smoothing_sigma),
+            faiss_device=str(config.faiss_device),
+            seed=seed,
+        )
+
+    return make
+
+
+def _inreach_factory(config: Any, seed: int) -> DetectorFactory:
+    from detectors.inreach import InReaCh
+
+    extractor = build_feature_extractor(config)
+    radius = config.position_radius
+
+    def make(bag: int) -> AnomalyDetector:
+        return InReaCh(
+            extractor,
+            partners_per_image=int(config.partners_per_image),
+            distance_quantile=float(config.distance_quantile),
+            position_radius=None if radius is None else int(radius),
+            min_matches=int(config.min_matches),
+            coreset_ratio=float(config.coreset_ratio),
+            projection_dim=int(config.projection_dim),
+            embedding_dim=config.embedding_dim,
+            aggregation_kernel=int(config.aggregation_kernel),
+            num_neighbors=int(config.num_neighbors),
+            smoothing_sigma=float(config.smoothing_sigma),
+            faiss_device=str(config.faiss_device),
+            seed=seed,
+        )
+
+    return make
+
+
 FACTORIES: dict[str, Callable[[Any, int], DetectorFactory]] = {
     "patchcore": _patchcore_factory,
+    "padim": _padim_factory,
+    "dfm": _dfm_factory,
+    "anomalydino": _anomalydino_factory,
+    "softpatch": _softpatch_factory,
+    "inreach": _inreach_factory,
 }
 
 

@@ -170,7 +170,10 @@ def _load_checkpoint(model: torch.nn.Module, path: Path) -> None:
         state = state["state_dict"]
     missing, _ = model.load_state_dict(state, strict=False)
     if missing:
-        msg = f"checkpoint {path} lacks {len(missing)} backbone tensors, e.g. {missing[0]}"
+        msg = (
+            f"checkpoint {path} lacks {len(missing)} backbone tensors, "
+            f"e.g. {missing[0]}"
+        )
         raise BackboneWeightsError(msg)
 
 

@@ -210,7 +210,9 @@ class FeatureExtractor:
         start = time.perf_counter()
         for first in range(0, len(items), self.batch_size):
             batch = items[first : first + self.batch_size]
-            images = [self.preprocess(read_image(sample.image_path)) for _, sample in batch]
+            images = [
+                self.preprocess(read_image(sample.image_path)) for _, sample in batch
+            ]
             outputs = self.model(torch.stack(images).to(self.device))
             for row, (key, _) in enumerate(batch):
                 self.cache.put(key, [out[row].float().cpu().numpy() for out in outputs])

@@ -56,11 +56,15 @@ def patch_embeddings(
         tensor = torch.from_numpy(maps)
         tensor = F.avg_pool2d(tensor, kernel_size, stride=1, padding=kernel_size // 2)
         if tensor.shape[-2:] != target:
-            tensor = F.interpolate(tensor, size=target, mode="bilinear", align_corners=False)
+            tensor = F.interpolate(
+                tensor, size=target, mode="bilinear", align_corners=False
+            )
         pooled.append(tensor)
     stacked = torch.cat(pooled, dim=1)  # (N, C, h, w)
     n_images, n_channels = stacked.shape[:2]
-    embeddings = stacked.permute(0, 2, 3, 1).reshape(n_images, -1, n_channels)  # (N, h*w, C)
+    embeddings = stacked.permute(0, 2, 3, 1).reshape(
+        n_images, -1, n_channels
+    )  # (N, h*w, C)
     if embedding_dim is not None and n_channels > embedding_dim:
         flat = embeddings.reshape(-1, 1, n_channels)  # (N*h*w, 1, C)
         flat = F.adaptive_avg_pool1d(flat, embedding_dim)  # (N*h*w, 1, D)
@@ -163,8 +167,12 @@ class PatchCore(AnomalyDetector):
     def _anomaly_maps(self, patch_scores: np.ndarray) -> np.ndarray:
         """Upsample (N, h, w) patch scores to the input size and smooth them."""
         size = self.extractor.input_size
-        tensor = torch.from_numpy(patch_scores[:, None].astype(np.float32))  # (N, 1, h, w)
-        upsampled = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False)
+        tensor = torch.from_numpy(
+            patch_scores[:, None].astype(np.float32)
+        )  # (N, 1, h, w)
+        upsampled = F.interpolate(
+            tensor, size=(size, size), mode="bilinear", align_corners=False
+        )
         maps = upsampled[:, 0].numpy()  # (N, S, S)
         if self.smoothing_sigma > 0:
             maps = np.stack([gaussian_filter(m, self.smoothing_sigma) for m in maps])

@@ -43,13 +43,19 @@ logger = logging.getLogger("benchmark")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", default="../shared/data/mvtec_ad", help="MVTec AD root")
+    parser.add_argument(
+        "--root", default="../shared/data/mvtec_ad", help="MVTec AD root"
+    )
     parser.add_argument("--category", default="bottle", help="category name")
     parser.add_argument("--dataset", default="mvtec_ad", help="dataset loader name")
     parser.add_argument("--ratio", type=float, default=0.1, help="injected share")
-    parser.add_argument("--coreset-ratio", type=float, default=0.1, help="coreset share")
+    parser.add_argument(
+        "--coreset-ratio", type=float, default=0.1, help="coreset share"
+    )
     parser.add_argument("--backbone", default="tf_efficientnet_lite0", help="timm name")
-    parser.add_argument("--layers", default="2,3", help="timm out_indices, comma separated")
+    parser.add_argument(
+        "--layers", default="2,3", help="timm out_indices, comma separated"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of bags and coreset")
     parser.add_argument("--cache-dir", default=None, help="manifest cache folder")
     return parser.parse_args(argv)
@@ -107,9 +113,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     rows = []
     floor_extractor = new_extractor()
-    _, seconds, peak = timed("backbone forward", lambda: floor_extractor.layer_maps(train))
+    _, seconds, peak = timed(
+        "backbone forward", lambda: floor_extractor.layer_maps(train)
+    )
     rows.append(("backbone forward over training images", seconds, peak, "train"))
-    plain, seconds, peak = timed("PatchCore", lambda: patchcore(new_extractor()).fit(train))
+    plain, seconds, peak = timed(
+        "PatchCore", lambda: patchcore(new_extractor()).fit(train)
+    )
     rows.append(("PatchCore training", seconds, peak, "train"))
     baaf14, seconds, peak = timed("BAAF(1/4)", lambda: baaf_training(1))
     rows.append(("BAAF(1/4) + PatchCore training", seconds, peak, "train"))
@@ -118,13 +128,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for label, model in [("PatchCore", plain), ("BAAF(1/4) + PatchCore", baaf14)]:
         model.extractor = new_extractor()  # empty cache: pay extraction per image
         _, seconds, peak = timed(f"{label} inference", lambda m=model: m.predict(test))
-        rows.append((f"{label} inference per test image", seconds / len(test), peak, "infer"))
+        rows.append(
+            (f"{label} inference per test image", seconds / len(test), peak, "infer")
+        )
 
     print_table(rows, args, len(train), len(test))
     return [dict(zip(("phase", "seconds", "peak_mib", "kind"), row)) for row in rows]
 
 
-def print_table(rows: list[tuple], args: argparse.Namespace, n_train: int, n_test: int) -> None:
+def print_table(
+    rows: list[tuple], args: argparse.Namespace, n_train: int, n_test: int
+) -> None:
     plain_train = next(r[1] for r in rows if r[0] == "PatchCore training")
     plain_infer = next(r[1] for r in rows if r[0].startswith("PatchCore inference"))
     print(

@@ -33,7 +33,9 @@ def compose_config(overrides: list[str]):
 
 
 def visa_root(tmp_path: Path) -> tuple[Path, str]:
-    raw = generate_synthetic_visa_raw(tmp_path / "raw", objects=("synth_a",), n_train=10)
+    raw = generate_synthetic_visa_raw(
+        tmp_path / "raw", objects=("synth_a",), n_train=10
+    )
     prepare_visa(raw, tmp_path / "prepared")
     return tmp_path / "prepared", "synth_a"
 

@@ -28,7 +28,11 @@ def compose_config(tmp_path: Path, overrides: list[str]):
     with initialize_config_dir(str(REPO_ROOT / "conf"), version_base="1.3"):
         return compose(
             "config",
-            overrides=[f"paths.cache_dir={tmp_path / 'cache'}", *TINY_SYNTHETIC, *overrides],
+            overrides=[
+                f"paths.cache_dir={tmp_path / 'cache'}",
+                *TINY_SYNTHETIC,
+                *overrides,
+            ],
         )
 
 
@@ -72,7 +76,9 @@ def test_baseline_run_has_no_filter_outputs(tmp_path):
 
 
 def test_two_runs_share_one_manifest(tmp_path):
-    first = run_experiment(compose_config(tmp_path, ["baaf.enabled=false"]), tmp_path / "a")
+    first = run_experiment(
+        compose_config(tmp_path, ["baaf.enabled=false"]), tmp_path / "a"
+    )
     second = run_experiment(compose_config(tmp_path, ["baaf.bags=2"]), tmp_path / "b")
     manifest_a = json.loads((tmp_path / "a" / "corruption_manifest.json").read_text())
     manifest_b = json.loads((tmp_path / "b" / "corruption_manifest.json").read_text())
@@ -98,13 +104,17 @@ def test_invalid_settings_stop_before_training(tmp_path, override, message):
 
 def test_missing_dataset_root_named(tmp_path):
     missing = tmp_path / "nowhere"
-    cfg = compose_config(tmp_path, [f"dataset.root={missing}", "dataset.category=bottle"])
+    cfg = compose_config(
+        tmp_path, [f"dataset.root={missing}", "dataset.category=bottle"]
+    )
     with pytest.raises(FileNotFoundError, match="nowhere"):
         run_experiment(cfg, tmp_path / "run")
 
 
 def test_unknown_category_named(tmp_path, synthetic_root):
-    cfg = compose_config(tmp_path, [f"dataset.root={synthetic_root}", "dataset.category=nope"])
+    cfg = compose_config(
+        tmp_path, [f"dataset.root={synthetic_root}", "dataset.category=nope"]
+    )
     with pytest.raises(FileNotFoundError, match="nope"):
         run_experiment(cfg, tmp_path / "run")
 

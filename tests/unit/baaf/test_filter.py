@@ -95,7 +95,10 @@ def test_filter_is_reproducible_for_a_seed():
 
     def run(seed):
         return BaggingAnomalyFilter(
-            lambda bag: NearestNeighbourDetector(vectors), n_bags=4, n_votes=2, seed=seed
+            lambda bag: NearestNeighbourDetector(vectors),
+            n_bags=4,
+            n_votes=2,
+            seed=seed,
         ).run(samples)
 
     first, again, other = run(5), run(5), run(6)

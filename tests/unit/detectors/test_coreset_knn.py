@@ -113,5 +113,7 @@ def test_large_bank_uses_pruning_and_keeps_outliers():
     cluster = rng.normal(0, 0.1, size=(25_000, 8))
     outliers = np.eye(8)[:3] * 50
     points = np.vstack([cluster, outliers]).astype(np.float32)
-    picks = set(greedy_coreset_indices(points, 0.004, projection_dim=0, seed=0).tolist())
+    picks = set(
+        greedy_coreset_indices(points, 0.004, projection_dim=0, seed=0).tolist()
+    )
     assert {25_000, 25_001, 25_002} <= picks

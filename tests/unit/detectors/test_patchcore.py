@@ -127,6 +127,7 @@ def test_anomalies_score_higher_than_nominal(extractor, tiny_category):
     model = PatchCore(extractor, coreset_ratio=0.25).fit(tiny_category.train)
     prediction = model.predict(tiny_category.test)
     labels = np.array([s.label for s in tiny_category.test])
-    assert prediction.image_scores[labels == 1].mean() > prediction.image_scores[
-        labels == 0
-    ].max()
+    assert (
+        prediction.image_scores[labels == 1].mean()
+        > prediction.image_scores[labels == 0].max()
+    )
