@@ -14,7 +14,7 @@ Degenerate inputs get a fallback threshold and a ``FilterFallbackWarning``:
 * fewer than ``MIN_SCORES`` scores, all scores equal, or zero total weight:
   threshold ``+inf``, so nothing in that bag is flagged;
 * the densities do not cross between the means, which happens when one bag
-  holds no anomalies and both components sit on the nominal mode with the wider
+  contains no anomalies and both components sit on the nominal mode with the wider
   one around the narrower: the first crossing above the upper mean, where the
   wide component takes over; when there is none and the nominal component
   dominates at the upper mean, ``+inf``; otherwise the midpoint of the means.
@@ -140,7 +140,8 @@ def crossing_threshold(
     between = [
         r for r in _crossings(means, variances, mixing) if means[0] < r < means[1]
     ]
-    # Two Gaussians cross at most twice and at most once between their means.
+    # The weighted log densities differ by a quadratic, so there are at most two
+    # crossings; the first one between the means is the threshold.
     return float(between[0]) if between else None
 
 

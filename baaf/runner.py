@@ -124,7 +124,7 @@ def compute_metrics(
 ) -> dict[str, Any]:
     """Image and pixel metrics on the test set, plus filter precision and recall.
 
-    With more than one defect type, ``per_defect_type`` holds the same image and
+    With more than one defect type, ``per_defect_type`` contains the same image and
     pixel metrics for each type, computed on the nominal test images plus the
     images of that type (for example logical and structural anomalies of LOCO).
     """
