@@ -20,7 +20,8 @@ TINY_SYNTHETIC = [
     "dataset.synthetic.n_defects_per_type=4",
     "dataset.synthetic.image_size=96",
     "logger=none",
-    "detector.coreset_ratio=0.2",
+    "detector.resize=128",
+    "detector.input_size=112",
 ]
 
 
@@ -75,11 +76,13 @@ def test_baseline_run_has_no_filter_outputs(tmp_path):
     assert not (tmp_path / "run" / "bags.csv").exists()
 
 
-def test_two_runs_share_one_manifest(tmp_path):
+def test_two_detectors_share_one_manifest(tmp_path):
     first = run_experiment(
         compose_config(tmp_path, ["baaf.enabled=false"]), tmp_path / "a"
     )
-    second = run_experiment(compose_config(tmp_path, ["baaf.bags=2"]), tmp_path / "b")
+    second = run_experiment(
+        compose_config(tmp_path, ["detector=padim", "baaf.bags=2"]), tmp_path / "b"
+    )
     manifest_a = json.loads((tmp_path / "a" / "corruption_manifest.json").read_text())
     manifest_b = json.loads((tmp_path / "b" / "corruption_manifest.json").read_text())
     assert manifest_a == manifest_b
