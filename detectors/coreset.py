@@ -27,8 +27,8 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-# Below this many embeddings the plain loop is faster than block pruning.
-MIN_ROWS_FOR_PRUNING = 20_000
+# Below this many embeddings the plain loop is as fast as block pruning.
+MIN_ROWS_FOR_PRUNING = 5_000
 # Embeddings per block; about 1000 blocks for the 160k patches of 200 images.
 ROWS_PER_BLOCK = 160
 MAX_BLOCKS = 1024
@@ -98,11 +98,19 @@ def greedy_coreset_indices(
     first = int(
         torch.randint(n_rows, (1,), generator=torch.Generator().manual_seed(seed))
     )
-    if n_rows >= MIN_ROWS_FOR_PRUNING:
-        n_blocks = min(MAX_BLOCKS, n_rows // ROWS_PER_BLOCK)
-        picks = _block_pruned_greedy(projected, n_picks, first, n_blocks, seed)
-    else:
-        picks = _plain_greedy(projected, n_picks, first)
+    # Each step runs a dozen small ops on a few thousand rows, where waking
+    # worker threads costs more than it saves, and costs far more when other
+    # processes share the cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if n_rows >= MIN_ROWS_FOR_PRUNING:
+            n_blocks = min(MAX_BLOCKS, n_rows // ROWS_PER_BLOCK)
+            picks = _block_pruned_greedy(projected, n_picks, first, n_blocks, seed)
+        else:
+            picks = _plain_greedy(projected, n_picks, first)
+    finally:
+        torch.set_num_threads(threads)
     logger.info(
         "coreset: %d of %d embeddings (ratio %.3f, projection %d) in %.1f s",
         n_picks,
