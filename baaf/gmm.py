@@ -13,6 +13,8 @@ Degenerate inputs get a fallback threshold and a ``FilterFallbackWarning``:
 
 * fewer than ``MIN_SCORES`` scores, all scores equal, or zero total weight:
   threshold ``+inf``, so nothing in that bag is flagged;
+* no EM start gives a fit whose lower component carries at least half of the
+  weight with a variance above the floor: ``+inf`` as well;
 * the densities do not cross between the means, which happens when one bag
   contains no anomalies and both components sit on the nominal mode with the wider
   one around the narrower: the first crossing above the upper mean, where the
@@ -33,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 MIN_SCORES = 5
 VARIANCE_FLOOR = 1e-6
+# EM starts: the lower component initially holds this weighted share of scores.
+INITIAL_SPLIT_QUANTILES = (0.5, 0.75, 0.9)
 
 
 class FilterFallbackWarning(UserWarning):
@@ -96,7 +100,18 @@ def fit_weighted_gmm(
         mean = float(scores.mean()) if scores.size else math.nan
         return MixtureFit((mean, mean), (0.0, 0.0), (1.0, 0.0), math.inf, degenerate, 0)
 
-    means, variances, mixing, n_iter = _weighted_em(scores, weights, max_iter, tol)
+    fit = _best_em_fit(scores, weights, max_iter, tol)
+    if fit is None:
+        _warn(
+            "every mixture fit puts most weight on the upper component or collapses "
+            "the lower one onto a single score; no score of this bag is flagged "
+            "(threshold +inf)"
+        )
+        mean = float(np.average(scores, weights=weights))
+        return MixtureFit(
+            (mean, mean), (0.0, 0.0), (1.0, 0.0), math.inf, "nominal_minority", 0
+        )
+    means, variances, mixing, n_iter, _ = fit
     threshold = crossing_threshold(means, variances, mixing)
     fallback = None
     if threshold is None:
@@ -184,13 +199,47 @@ def _degenerate_reason(scores: np.ndarray, weights: np.ndarray) -> str | None:
     return None
 
 
-def _weighted_em(
+def _best_em_fit(
     scores: np.ndarray, weights: np.ndarray, max_iter: int, tol: float
-) -> tuple[tuple[float, float], tuple[float, float], tuple[float, float], int]:
-    """Run weighted EM from a split at the weighted median."""
-    total = weights.sum()
+) -> tuple | None:
+    """Run EM from several starts; keep the most likely plausible fit.
+
+    A fit is plausible when the lower (nominal) component carries at least half
+    of the weight, since anomalies are the minority, and its variance is above
+    the floor. A component collapsed onto one score (often the exact 0 that
+    min-max normalisation creates) has a degenerate, unbounded likelihood.
+    None when no start gives a plausible fit.
+    """
     floor = max(VARIANCE_FLOOR, 1e-4 * np.var(scores))
-    low, high = _initial_split(scores, weights)
+    plausible = []
+    for quantile in INITIAL_SPLIT_QUANTILES:
+        fit = _weighted_em(scores, weights, max_iter, tol, quantile, floor)
+        _, variances, mixing, _, _ = fit
+        if mixing[0] >= 0.5 and variances[0] > 1.01 * floor:
+            plausible.append(fit)
+    if not plausible:
+        return None
+    return max(plausible, key=lambda fit: fit[4])
+
+
+def _weighted_em(
+    scores: np.ndarray,
+    weights: np.ndarray,
+    max_iter: int,
+    tol: float,
+    split_quantile: float,
+    floor: float,
+) -> tuple:
+    """Run weighted EM from a split at a weighted quantile of the scores.
+
+    Returns
+    -------
+    tuple
+        ``(means, variances, mixing, n_iter, log_likelihood)``, components ordered
+        by mean; the log-likelihood is the weighted mean per score.
+    """
+    total = weights.sum()
+    low, high = _initial_split(scores, weights, split_quantile)
     means = np.array([_wmean(scores, weights * low), _wmean(scores, weights * high)])
     variances = np.array(
         [
@@ -230,18 +279,19 @@ def _weighted_em(
         (float(variances[order[0]]), float(variances[order[1]])),
         (float(mixing[order[0]]), float(mixing[order[1]])),
         n_iter,
+        likelihood,
     )
 
 
 def _initial_split(
-    scores: np.ndarray, weights: np.ndarray
+    scores: np.ndarray, weights: np.ndarray, quantile: float
 ) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(scores, kind="stable")
     cumulative = np.cumsum(weights[order])
-    median = scores[order[np.searchsorted(cumulative, 0.5 * cumulative[-1])]]
-    high = (scores > median).astype(np.float64)
+    cut = scores[order[np.searchsorted(cumulative, quantile * cumulative[-1])]]
+    high = (scores > cut).astype(np.float64)
     if high.sum() == 0:
-        high = (scores >= median).astype(np.float64)
+        high = (scores >= cut).astype(np.float64)
     return 1.0 - high, high
 
 

@@ -111,3 +111,24 @@ def test_fit_is_deterministic():
     rng = np.random.default_rng(2)
     scores = rng.uniform(size=200)
     assert fit_weighted_gmm(scores) == fit_weighted_gmm(scores.copy())
+
+
+def test_single_zero_score_does_not_become_nominal_component():
+    # Global min-max maps the lowest out-of-bag score to exactly 0; a component
+    # collapsed onto that one score must not set the threshold.
+    rng = np.random.default_rng(4)
+    scores = np.concatenate([[0.0], rng.normal(0.4, 0.05, 30), [0.9, 0.95]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FilterFallbackWarning)
+        fit = fit_weighted_gmm(scores)
+    assert fit.mixing[0] >= 0.5
+    assert fit.threshold > 0.5
+    assert np.sum(scores > fit.threshold) <= 2
+
+
+def test_fit_with_anomalous_majority_flags_nothing(monkeypatch):
+    monkeypatch.setattr("baaf.gmm._best_em_fit", lambda *args: None)
+    with pytest.warns(FilterFallbackWarning, match="no score of this bag is flagged"):
+        fit = fit_weighted_gmm(np.linspace(0, 1, 20))
+    assert fit.fallback == "nominal_minority"
+    assert fit.threshold == math.inf
