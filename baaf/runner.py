@@ -8,6 +8,8 @@ before any time is spent.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import subprocess
 import time
@@ -34,15 +36,30 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+CONFIG_KEYS = {
+    "baaf": {"enabled", "bags", "votes", "normalisation"},
+    "corruption": {"ratio", "ratio_base", "overlap", "mode", "seed"},
+}
+
+
 def validate_config(cfg: DictConfig) -> None:
-    """Reject out-of-range settings before any data is read.
+    """Reject missing, unknown and out-of-range settings before any data is read.
 
     Raises
     ------
     ValueError
         Naming the setting, the value received and the allowed range.
     """
-    ratio = float(cfg.corruption.ratio)
+    _check_dataset_given(cfg)
+    for group, allowed in CONFIG_KEYS.items():
+        unknown = set(cfg[group]) - allowed
+        if unknown:
+            msg = (
+                f"unknown setting {group}.{sorted(unknown)[0]}; "
+                f"{group} accepts {', '.join(sorted(allowed))}"
+            )
+            raise ValueError(msg)
+    ratio = _number(cfg, "corruption.ratio", float)
     if not 0.0 <= ratio < 1.0:
         msg = (
             f"corruption.ratio must be in [0, 1), got {ratio}; it is the share of "
@@ -50,25 +67,67 @@ def validate_config(cfg: DictConfig) -> None:
         )
         raise ValueError(msg)
     if cfg.baaf.enabled:
-        if int(cfg.baaf.bags) < 2:
-            msg = f"baaf.bags must be at least 2, got {cfg.baaf.bags}; e.g. baaf.bags=4"
+        bags = _number(cfg, "baaf.bags", int)
+        if bags < 2:
+            msg = f"baaf.bags must be at least 2, got {bags}; e.g. baaf.bags=4"
             raise ValueError(msg)
-        if int(cfg.baaf.votes) < 1:
-            msg = f"baaf.votes must be at least 1, got {cfg.baaf.votes}"
+        votes = _number(cfg, "baaf.votes", int)
+        if votes < 1:
+            msg = f"baaf.votes must be at least 1, got {votes}; e.g. baaf.votes=1"
             raise ValueError(msg)
+
+
+def _check_dataset_given(cfg: DictConfig) -> None:
+    for key in ("root", "category"):
+        missing = OmegaConf.is_missing(cfg.dataset, key)
+        if missing or (key == "category" and cfg.dataset.category is None):
+            msg = (
+                f"dataset.{key} is required for dataset={cfg.dataset.name}; "
+                f"set it on the command line, e.g. dataset.{key}=..."
+            )
+            raise ValueError(msg)
+
+
+def _number(cfg: DictConfig, key: str, kind: type) -> int | float:
+    value = OmegaConf.select(cfg, key)
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        msg = f"{key} must be a number, got {value!r}"
+        raise ValueError(msg) from None
+    if kind is int and number != float(value):
+        msg = f"{key} must be a whole number, got {value!r}"
+        raise ValueError(msg)
+    return number
+
+
+def data_cache_dir(cfg: DictConfig) -> Path:
+    """Return the cache folder for this run's generated data and manifests.
+
+    The embedded synthetic category gets one folder per generator setting
+    (``<paths.cache_dir>/synthetic/<hash>``), so runs with other settings never
+    overwrite its images or reuse a manifest drawn for other images.
+    """
+    cache_dir = _absolute(cfg.paths.cache_dir)
+    if cfg.dataset.root is not None:
+        return cache_dir
+    settings = OmegaConf.to_container(cfg.dataset.synthetic, resolve=True)
+    settings["category"] = str(cfg.dataset.category)
+    text = json.dumps(settings, sort_keys=True)
+    return cache_dir / "synthetic" / hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 def load_data(cfg: DictConfig, cache_dir: Path) -> CategoryData:
     """Load the configured category.
 
     With ``dataset.root`` null, the embedded synthetic category (MVTec AD layout)
-    is generated under ``cache_dir / "synthetic"`` on first use and loaded; its
+    is generated under ``cache_dir / "data"`` on first use and loaded; its
     generator settings come from ``dataset.synthetic``.
     """
     dataset = cfg.dataset
     if dataset.root is None:
         options = OmegaConf.to_container(dataset.synthetic, resolve=True)
-        root = cache_dir / "synthetic"
+        root = cache_dir / "data"
         return load_category("synthetic", root, str(dataset.category), **options)
     options = dataset.get("options")
     options = {} if options is None else OmegaConf.to_container(options, resolve=True)
@@ -76,9 +135,8 @@ def load_data(cfg: DictConfig, cache_dir: Path) -> CategoryData:
     return load_category(str(dataset.name), root, str(dataset.category), **options)
 
 
-def check_before_training(cfg: DictConfig, data: CategoryData) -> None:
-    """Check images, masks and the bag count against the corrupted data."""
-    check_readable(data.train + data.test, check_masks=True)
+def check_bag_count(cfg: DictConfig, data: CategoryData) -> None:
+    """Check that every bag can get at least one training group."""
     if cfg.baaf.enabled:
         n_groups = len({sample.group_id for sample in data.train})
         if int(cfg.baaf.bags) > n_groups:
@@ -188,7 +246,11 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    validate_config(cfg)
+    try:
+        validate_config(cfg)
+    except ValueError:
+        logger.exception("invalid config, nothing was run")
+        raise
     resolved = OmegaConf.to_container(cfg, resolve=True)
     logger.info("git commit %s", _git_commit())
     logger.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
@@ -207,6 +269,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         metrics["elapsed_s"] = round(time.perf_counter() - started, 1)
         tracker.log(metrics)
     except BaseException:
+        logger.exception("run failed")
         tracker.finish(exit_code=1)
         raise
     tracker.finish()
@@ -216,8 +279,11 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 def _run_steps(
     cfg: DictConfig, run_dir: Path, resolved: dict, tracker: ExperimentTracker
 ) -> dict[str, Any]:
-    cache_dir = _absolute(cfg.paths.cache_dir)
+    cache_dir = data_cache_dir(cfg)
     clean = load_data(cfg, cache_dir)
+    # Check every file before the manifest is written, so that fixing a broken
+    # image never meets a manifest drawn from the broken category.
+    check_readable(clean.train + clean.test, check_masks=True)
     data, manifest = corrupt(
         clean,
         ratio=float(cfg.corruption.ratio),
@@ -227,7 +293,7 @@ def _run_steps(
         overlap=bool(cfg.corruption.overlap),
         mode=str(cfg.corruption.mode),
     )
-    check_before_training(cfg, data)
+    check_bag_count(cfg, data)
     logger.info(
         "%s/%s: %d training images (%d injected anomalies), %d test images",
         data.dataset,

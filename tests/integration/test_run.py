@@ -96,6 +96,8 @@ def test_two_detectors_share_one_manifest(tmp_path):
         ("corruption.ratio=-0.1", "corruption.ratio must be in \\[0, 1\\)"),
         ("baaf.bags=1", "baaf.bags must be at least 2, got 1"),
         ("baaf.bags=500", "baaf.bags=500 is more than the"),
+        ("baaf.bags=four", "baaf.bags must be a number, got 'four'"),
+        ("+baaf.bag=3", "unknown setting baaf.bag"),
     ],
 )
 def test_invalid_settings_stop_before_training(tmp_path, override, message):
@@ -154,3 +156,37 @@ def test_run_py_multirun_as_script(tmp_path):
         assert (job / "metrics.json").is_file()
         assert (job / "run.log").is_file()
     assert "I-AUROC" in completed.stdout
+
+
+def test_failed_run_log_names_the_error(tmp_path):
+    import logging
+
+    cfg = compose_config(tmp_path, ["corruption.ratio=1.5"])
+    handler = logging.FileHandler(tmp_path / "run.log")
+    logging.getLogger().addHandler(handler)
+    try:
+        with pytest.raises(ValueError):
+            run_experiment(cfg, tmp_path / "run")
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    assert (
+        "corruption.ratio must be in [0, 1), got 1.5"
+        in (tmp_path / "run.log").read_text()
+    )
+
+
+def test_synthetic_settings_get_their_own_cache(tmp_path):
+    from baaf.runner import data_cache_dir
+
+    small = compose_config(tmp_path, [])
+    other = compose_config(tmp_path, ["dataset.synthetic.n_train=12"])
+    assert data_cache_dir(small) != data_cache_dir(other)
+    assert data_cache_dir(small).parent == tmp_path / "cache" / "synthetic"
+
+
+def test_dataset_without_root_named(tmp_path):
+    with initialize_config_dir(str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["dataset=folder", "logger=none"])
+    with pytest.raises(ValueError, match="dataset.root is required for dataset=folder"):
+        run_experiment(cfg, tmp_path / "run")
