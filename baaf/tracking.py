@@ -1,8 +1,9 @@
 """Optional Weights & Biases logging that cannot fail a run.
 
-W&B start-up waits at most ``init_timeout`` seconds. W&B runs offline unless the config says otherwise, so it needs no network and no
-account. Every call is guarded: an import error, a failed ``init`` or a failed
-``log`` turns into one warning in the run log and the experiment goes on.
+W&B start-up waits at most ``init_timeout`` seconds. W&B runs offline unless
+the config says otherwise, so it needs no network and no account. Every call is
+guarded: an import error, a failed ``init`` or a failed ``log`` turns into one
+warning in the run log and the experiment goes on.
 ``finish`` is always called, also when the job raises.
 """
 
