@@ -109,6 +109,8 @@ def format_results_table(
     """Return a plain-text table of the run's metrics."""
     ratio = metrics.get("ratio_reached")
     ratio_text = "n/a" if ratio is None else f"{100 * ratio:.1f}%"
+    if ratio is not None and metrics.get("ratio_base") == "train_before":
+        ratio_text += " of the clean training set"
     lines = [
         f"{method} + {detector} on {data.dataset}/{data.category}",
         f"training images: {metrics['n_train']} ({metrics['n_injected']} injected "

@@ -334,6 +334,7 @@ def _run_steps(
             "n_injected": len(data.injected_ids),
             "n_kept": len(kept),
             "ratio_reached": manifest.get("ratio_reached"),
+            "ratio_base": manifest.get("ratio_base"),
         }
     )
     save_run_outputs(

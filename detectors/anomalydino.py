@@ -34,14 +34,13 @@ from pathlib import Path
 import numpy as np
 import timm
 import torch
-from PIL import Image
 
 from datasets.base import Sample
 from datasets.image_io import read_image
 from detectors._maps import framed_prediction, upsample_patch_scores
 from detectors.backbones import BackboneWeightsError, normalisation_stats
 from detectors.base import AnomalyDetector, Prediction
-from detectors.features import FeatureCache
+from detectors.features import FeatureCache, preprocess_image
 from detectors.knn import NearestNeighbourIndex
 
 logger = logging.getLogger(__name__)
@@ -126,16 +125,9 @@ class ViTTokenExtractor:
         -------
         Tensor of shape (3, input_size, input_size), float32
         """
-        resized = Image.fromarray(image).resize(
-            (self.resize, self.resize), Image.BILINEAR
+        return preprocess_image(
+            image, self.resize, self.input_size, self.mean, self.std
         )
-        offset = (self.resize - self.input_size) // 2
-        end = offset + self.input_size
-        cropped = np.asarray(resized, dtype=np.float32)[offset:end, offset:end] / 255.0
-        tensor = torch.from_numpy(cropped.copy()).permute(2, 0, 1)  # (3, S, S)
-        mean = torch.tensor(self.mean).view(3, 1, 1)
-        std = torch.tensor(self.std).view(3, 1, 1)
-        return (tensor - mean) / std
 
     def token_maps(self, samples: Sequence[Sample]) -> np.ndarray:
         """Return patch-token maps of ``samples``, from cache where possible.

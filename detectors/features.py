@@ -29,6 +29,37 @@ from detectors.backbones import create_backbone, normalisation_stats
 logger = logging.getLogger(__name__)
 
 
+def preprocess_image(
+    image: np.ndarray,
+    resize: int,
+    input_size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+) -> torch.Tensor:
+    """Resize to ``resize`` square, centre crop ``input_size`` and normalise.
+
+    Parameters
+    ----------
+    image : ndarray of shape (H, W, 3), uint8
+    resize, input_size : int
+        Square resize side, then centre-crop side, in pixels.
+    mean, std : tuple of float
+        Per-channel normalisation of the [0, 1] pixel values.
+
+    Returns
+    -------
+    Tensor of shape (3, input_size, input_size), float32
+    """
+    resized = Image.fromarray(image).resize((resize, resize), Image.BILINEAR)
+    offset = (resize - input_size) // 2
+    end = offset + input_size
+    cropped = np.asarray(resized, dtype=np.float32)[offset:end, offset:end] / 255.0
+    tensor = torch.from_numpy(cropped.copy()).permute(2, 0, 1)  # (3, S, S)
+    mean_tensor = torch.tensor(mean).view(3, 1, 1)
+    std_tensor = torch.tensor(std).view(3, 1, 1)
+    return (tensor - mean_tensor) / std_tensor
+
+
 class FeatureCache:
     """Layer outputs per image, in memory up to a budget, then on disk.
 
@@ -170,16 +201,9 @@ class FeatureExtractor:
         -------
         Tensor of shape (3, input_size, input_size), float32
         """
-        resized = Image.fromarray(image).resize(
-            (self.resize, self.resize), Image.BILINEAR
+        return preprocess_image(
+            image, self.resize, self.input_size, self.mean, self.std
         )
-        offset = (self.resize - self.input_size) // 2
-        end = offset + self.input_size
-        cropped = np.asarray(resized, dtype=np.float32)[offset:end, offset:end] / 255.0
-        tensor = torch.from_numpy(cropped.copy()).permute(2, 0, 1)  # (3, S, S)
-        mean = torch.tensor(self.mean).view(3, 1, 1)
-        std = torch.tensor(self.std).view(3, 1, 1)
-        return (tensor - mean) / std
 
     def layer_maps(self, samples: Sequence[Sample]) -> list[np.ndarray]:
         """Return each layer's feature maps for ``samples``, from cache where possible.

@@ -153,10 +153,19 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "default crop/resize for center_crop maps",
     )
     parser.add_argument(
-        "--resize", type=int, default=256, help="square resize side in pixels"
+        "--resize",
+        type=int,
+        default=256,
+        help="maps and masks are resized to this square side in pixels before "
+        "pixel metrics (default 256, the MVTec protocol)",
     )
     parser.add_argument(
-        "--crop", type=int, default=224, help="centre crop side in pixels"
+        "--crop",
+        type=int,
+        default=224,
+        help="then centre cropped to this side (default 224), so defects in the "
+        "outer border are not scored; set --crop equal to --resize to keep the "
+        "whole image",
     )
     parser.add_argument(
         "--fpr-limit", type=float, default=0.3, help="FPR limit of AUPRO"
