@@ -179,8 +179,7 @@ class BaggingAnomalyFilter:
             out_of_bag = np.flatnonzero(bags != bag)
             detector = self.detector_factory(bag)
             detector.fit([samples[i] for i in in_bag])
-            prediction = detector.predict([samples[i] for i in out_of_bag])
-            raw[bag, out_of_bag] = prediction.image_scores
+            raw[bag, out_of_bag] = detector.score([samples[i] for i in out_of_bag])
             logger.info(
                 "vote %d/%d bag %d/%d: trained on %d, scored %d out-of-bag",
                 vote + 1,

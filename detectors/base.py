@@ -53,3 +53,11 @@ class AnomalyDetector(ABC):
     @abstractmethod
     def predict(self, samples: Sequence[Sample]) -> Prediction:
         """Score ``samples``; return image scores and, where available, maps."""
+
+    def score(self, samples: Sequence[Sample]) -> np.ndarray:
+        """Return image scores of shape (n_samples,) only.
+
+        Equal to ``predict(samples).image_scores``; detectors may override it to
+        skip building anomaly maps, which BAAF's out-of-bag scoring never reads.
+        """
+        return self.predict(samples).image_scores

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.ndimage import gaussian_filter
 
 from datasets.base import Sample
+from detectors._maps import framed_prediction, upsample_patch_scores
 from detectors.base import AnomalyDetector, Prediction
 from detectors.coreset import greedy_coreset_indices
 from detectors.features import FeatureExtractor
@@ -147,33 +147,28 @@ class PatchCore(AnomalyDetector):
         )
         return self
 
-    def predict(self, samples: Sequence[Sample]) -> Prediction:
-        """Score ``samples``: max patch distance and smoothed anomaly maps."""
+    def patch_scores(self, samples: Sequence[Sample]) -> np.ndarray:
+        """Return nearest-neighbour patch distances of shape (N, h, w)."""
         embeddings, grid = self.embed(samples)
         n_images = embeddings.shape[0]
         queries = embeddings.reshape(-1, embeddings.shape[-1])  # (N*h*w, D)
         distances, _ = self.index_.search(queries, self.num_neighbors)
-        patch_scores = distances.mean(axis=1).reshape(n_images, *grid)  # (N, h, w)
-        image_scores = patch_scores.reshape(n_images, -1).max(axis=1)
-        anomaly_maps = self._anomaly_maps(patch_scores)
-        crop_fraction = self.extractor.crop_fraction
-        return Prediction(
-            image_scores=image_scores.astype(np.float64),
-            anomaly_maps=anomaly_maps,
-            map_frame="full" if crop_fraction == 1.0 else "center_crop",
-            crop_fraction=crop_fraction,
+        return distances.mean(axis=1).reshape(n_images, *grid)  # (N, h, w)
+
+    def score(self, samples: Sequence[Sample]) -> np.ndarray:
+        """Return image scores (max patch distance) without building maps."""
+        patch_scores = self.patch_scores(samples)
+        return (
+            patch_scores.reshape(len(patch_scores), -1).max(axis=1).astype(np.float64)
         )
 
-    def _anomaly_maps(self, patch_scores: np.ndarray) -> np.ndarray:
-        """Upsample (N, h, w) patch scores to the input size and smooth them."""
-        size = self.extractor.input_size
-        tensor = torch.from_numpy(
-            patch_scores[:, None].astype(np.float32)
-        )  # (N, 1, h, w)
-        upsampled = F.interpolate(
-            tensor, size=(size, size), mode="bilinear", align_corners=False
+    def predict(self, samples: Sequence[Sample]) -> Prediction:
+        """Score ``samples``: max patch distance and smoothed anomaly maps."""
+        patch_scores = self.patch_scores(samples)
+        image_scores = patch_scores.reshape(len(patch_scores), -1).max(axis=1)
+        anomaly_maps = upsample_patch_scores(
+            patch_scores, self.extractor.input_size, self.smoothing_sigma
         )
-        maps = upsampled[:, 0].numpy()  # (N, S, S)
-        if self.smoothing_sigma > 0:
-            maps = np.stack([gaussian_filter(m, self.smoothing_sigma) for m in maps])
-        return maps.astype(np.float32)
+        return framed_prediction(
+            image_scores, anomaly_maps, self.extractor.crop_fraction
+        )

@@ -27,8 +27,6 @@ import numpy as np
 import torch
 
 from datasets.base import Sample
-from detectors._maps import framed_prediction, upsample_patch_scores
-from detectors.base import Prediction
 from detectors.coreset import greedy_coreset_indices
 from detectors.features import FeatureExtractor
 from detectors.knn import NearestNeighbourIndex
@@ -156,8 +154,12 @@ class SoftPatch(PatchCore):
         )
         return self
 
-    def predict(self, samples: Sequence[Sample]) -> Prediction:
-        """Score ``samples``: max weighted patch distance and smoothed maps."""
+    def patch_scores(self, samples: Sequence[Sample]) -> np.ndarray:
+        """Return nearest-neighbour distances, soft-weighted, of shape (N, h, w).
+
+        PatchCore's ``score`` and ``predict`` build image scores and maps from
+        these.
+        """
         embeddings, grid = self.embed(samples)
         n_images = embeddings.shape[0]
         queries = embeddings.reshape(-1, embeddings.shape[-1])  # (N*h*w, D)
@@ -165,14 +167,7 @@ class SoftPatch(PatchCore):
         patch_scores = distances[:, 0]
         if self.soft_weighting:
             patch_scores = patch_scores * self.memory_weights_[indices[:, 0]]
-        patch_scores = patch_scores.reshape(n_images, *grid)  # (N, h, w)
-        image_scores = patch_scores.reshape(n_images, -1).max(axis=1)
-        anomaly_maps = upsample_patch_scores(
-            patch_scores, self.extractor.input_size, self.smoothing_sigma
-        )
-        return framed_prediction(
-            image_scores, anomaly_maps, self.extractor.crop_fraction
-        )
+        return patch_scores.reshape(n_images, *grid)  # (N, h, w)
 
     def patch_outlier_factors(self, embeddings: np.ndarray) -> np.ndarray:
         """Return the LOF of each patch among the same position's patches.

@@ -131,3 +131,17 @@ def test_anomalies_score_higher_than_nominal(extractor, tiny_category):
         prediction.image_scores[labels == 1].mean()
         > prediction.image_scores[labels == 0].max()
     )
+
+
+def test_score_equals_predicted_image_scores(extractor, tiny_category):
+    from detectors.softpatch import SoftPatch
+
+    train, test = tiny_category.train[:8], tiny_category.test
+    for model in (
+        PatchCore(extractor, coreset_ratio=0.2),
+        SoftPatch(extractor, coreset_ratio=0.2),
+    ):
+        model.fit(train)
+        np.testing.assert_array_equal(
+            model.score(test), model.predict(test).image_scores
+        )
