@@ -173,7 +173,7 @@ def _block_pruned_greedy(
         centre = sorted_points[current]
         to_blocks = torch.cdist(centre[None], centres)[0]  # (B,)
         # A block can change only if some member may be nearer to the new centre
-        # than to its current nearest pick; the margin absorbs float rounding.
+        # than to its current nearest pick. The margin absorbs float rounding.
         active = (to_blocks - radius) < block_max * (1 + 1e-4) + 1e-6
         blocks = active.nonzero().squeeze(1).tolist()
         rows = torch.cat([rows_of_block[b] for b in blocks])
