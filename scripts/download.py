@@ -351,7 +351,13 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     args = parse_args(argv)
-    root = download(args.name, args.dest, source=args.archive)
+    try:
+        root = download(args.name, args.dest, source=args.archive)
+    except (OSError, ValueError) as error:
+        # Missing or corrupt archives, checksum mismatches and bad layouts: the
+        # message names the file and the fix, so a traceback adds nothing.
+        logger.error("%s", error)
+        return 2
     logger.info("Dataset root for %s: %s", args.name, root)
     return 0
 

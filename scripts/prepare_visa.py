@@ -58,7 +58,14 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     args = parse_args(argv)
-    folders = prepare_visa(args.raw_root, args.out_root, args.split_csv, args.objects)
+    try:
+        folders = prepare_visa(
+            args.raw_root, args.out_root, args.split_csv, args.objects
+        )
+    except (OSError, ValueError) as error:
+        # Missing split files, images or masks: the message names the file.
+        logger.error("%s", error)
+        return 2
     logger.info("Prepared %d objects under %s", len(folders), args.out_root)
     return 0
 
