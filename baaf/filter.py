@@ -16,13 +16,10 @@ import logging
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import torch
-from threadpoolctl import threadpool_limits
 
 from baaf.bagging import removed_by_votes, split_into_bags, strict_majority
 from baaf.gmm import FilterFallbackWarning, fit_weighted_gmm
@@ -88,10 +85,6 @@ class BaggingAnomalyFilter:
     normalisation : str
         ``"global"``: min-max over all out-of-bag scores of a vote.
         ``"per_model"``: min-max over each model's own out-of-bag scores.
-    n_jobs : int
-        Bag models trained at the same time, in threads. The detectors must
-        tolerate concurrent ``fit`` calls on different instances; the first bag
-        of each vote always runs alone. Results do not depend on ``n_jobs``.
     """
 
     def __init__(
@@ -101,16 +94,12 @@ class BaggingAnomalyFilter:
         n_votes: int = 1,
         seed: int = 0,
         normalisation: str = "global",
-        n_jobs: int = 1,
     ):
         if n_bags < 2:
             msg = f"baaf.bags must be at least 2, got {n_bags}"
             raise ValueError(msg)
         if n_votes < 1:
             msg = f"baaf.votes must be at least 1, got {n_votes}"
-            raise ValueError(msg)
-        if n_jobs < 1:
-            msg = f"baaf.n_jobs must be at least 1, got {n_jobs}"
             raise ValueError(msg)
         if normalisation not in NORMALISATIONS:
             msg = (
@@ -123,7 +112,6 @@ class BaggingAnomalyFilter:
         self.n_votes = n_votes
         self.seed = seed
         self.normalisation = normalisation
-        self.n_jobs = n_jobs
 
     def run(self, samples: Sequence[Sample]) -> FilterResult:
         """Vote on every sample of ``samples`` and return the filter decisions."""
@@ -186,8 +174,7 @@ class BaggingAnomalyFilter:
         Entries of a model's own bag are NaN.
         """
         raw = np.full((self.n_bags, len(samples)), np.nan)
-
-        def fit_and_score(bag: int) -> None:
+        for bag in range(self.n_bags):
             in_bag = np.flatnonzero(bags == bag)
             out_of_bag = np.flatnonzero(bags != bag)
             detector = self.detector_factory(bag)
@@ -202,24 +189,6 @@ class BaggingAnomalyFilter:
                 len(in_bag),
                 len(out_of_bag),
             )
-
-        # The first bag model runs alone: between its training and out-of-bag
-        # images it touches every sample, so a shared feature cache is complete
-        # before other bag models run beside it.
-        fit_and_score(0)
-        if self.n_jobs == 1:
-            for bag in range(1, self.n_bags):
-                fit_and_score(bag)
-            return raw
-        # One thread per bag model, each with single-threaded BLAS, OpenMP and
-        # torch, so the workers do not oversubscribe the cores.
-        torch_threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with threadpool_limits(limits=1), ThreadPoolExecutor(self.n_jobs) as pool:
-                list(pool.map(fit_and_score, range(1, self.n_bags)))
-        finally:
-            torch.set_num_threads(torch_threads)
         return raw
 
     def _flag(

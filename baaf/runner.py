@@ -37,7 +37,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 CONFIG_KEYS = {
-    "baaf": {"enabled", "bags", "votes", "normalisation", "n_jobs"},
+    "baaf": {"enabled", "bags", "votes", "normalisation"},
     "corruption": {"ratio", "ratio_base", "overlap", "mode", "seed"},
 }
 
@@ -156,7 +156,6 @@ def run_filter(cfg: DictConfig, factory, train: list[Sample]) -> FilterResult:
         n_votes=int(cfg.baaf.votes),
         seed=int(cfg.seed),
         normalisation=str(cfg.baaf.normalisation),
-        n_jobs=int(cfg.baaf.n_jobs),
     )
     result = baaf_filter.run(train)
     if result.removed.all():

@@ -135,47 +135,8 @@ def test_constant_scores_normalise_to_zero():
         ({"n_bags": 1}, "baaf.bags must be at least 2"),
         ({"n_votes": 0}, "baaf.votes must be at least 1"),
         ({"normalisation": "zscore"}, "baaf.normalisation"),
-        ({"n_jobs": 0}, "baaf.n_jobs must be at least 1"),
     ],
 )
 def test_invalid_settings_rejected(options, message):
     with pytest.raises(ValueError, match=message):
         BaggingAnomalyFilter(lambda bag: None, **options)
-
-
-def test_parallel_bags_give_same_decisions():
-    vectors, samples = planted_set()
-
-    def run(n_jobs):
-        return BaggingAnomalyFilter(
-            lambda bag: NearestNeighbourDetector(vectors),
-            n_bags=4,
-            n_votes=2,
-            seed=3,
-            n_jobs=n_jobs,
-        ).run(samples)
-
-    serial, parallel = run(1), run(2)
-    assert serial.decisions.equals(parallel.decisions)
-    assert np.array_equal(serial.removed, parallel.removed)
-
-
-def test_parallel_patchcore_bags_match_serial(tiny_category):
-    from detectors.features import FeatureExtractor
-    from detectors.patchcore import PatchCore
-
-    extractor = FeatureExtractor(layers=(2, 3), weights="package")
-
-    def run(n_jobs):
-        return BaggingAnomalyFilter(
-            lambda bag: PatchCore(extractor, coreset_ratio=0.2),
-            n_bags=3,
-            seed=0,
-            n_jobs=n_jobs,
-        ).run(tiny_category.train)
-
-    serial, parallel = run(1), run(2)
-    np.testing.assert_allclose(
-        serial.decisions.raw_score, parallel.decisions.raw_score, rtol=1e-6
-    )
-    assert np.array_equal(serial.removed, parallel.removed)
