@@ -176,6 +176,9 @@ def _block_pruned_greedy(
         # than to its current nearest pick. The margin absorbs float rounding.
         active = (to_blocks - radius) < block_max * (1 + 1e-4) + 1e-6
         blocks = active.nonzero().squeeze(1).tolist()
+        # NOTE: gathering the active rows is the largest cost of a step (about
+        # a third). Selection still takes longer than feature extraction: 33 s
+        # against 7.5 s for 182k bottle patches on 2 cores (scripts/benchmark.py).
         rows = torch.cat([rows_of_block[b] for b in blocks])
         distances = torch.addmv(
             squared_norms[rows], sorted_points.index_select(0, rows), centre, alpha=-2.0
