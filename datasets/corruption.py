@@ -261,7 +261,24 @@ def apply_manifest(data: CategoryData, manifest: dict) -> CategoryData:
     if not manifest["overlap"]:
         removed = set(manifest["injected_ids"])
         test = [s for s in data.test if s.sample_id not in removed]
+        _warn_emptied_defect_types(data.test, test)
     return data.with_split(data.train + injected, test, manifest["injected_ids"])
+
+
+def _warn_emptied_defect_types(before: list[Sample], after: list[Sample]) -> None:
+    """Warn when moving images out of the test set leaves a defect type empty."""
+    remaining = {s.defect_type for s in after if s.label == ANOMALOUS}
+    emptied = sorted(
+        {s.defect_type for s in before if s.label == ANOMALOUS} - remaining
+    )
+    if emptied:
+        message = (
+            f"overlap=false moved every test image of defect type(s) {emptied} into "
+            "training, so the test set has none of them; lower corruption.ratio or "
+            "use corruption.overlap=true"
+        )
+        logger.warning(message)
+        warnings.warn(message, UserWarning, stacklevel=3)
 
 
 def _validate_settings(

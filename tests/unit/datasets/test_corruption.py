@@ -10,7 +10,7 @@ import pytest
 
 import datasets.corruption as corruption
 from datasets.base import CategoryData, Sample
-from datasets.corruption import ManifestError, corrupt, manifest_path
+from datasets.corruption import ManifestError, apply_manifest, corrupt, manifest_path
 from datasets.mvtec import load_mvtec_ad
 
 
@@ -277,3 +277,29 @@ def test_loaded_category_corrupts(synthetic_root, tmp_path):
     assert len(corrupted.injected_ids) == 4
     assert all(os.path.isfile(s.image_path) for s in corrupted.train)
     assert manifest["dataset"] == "mvtec_ad"
+
+
+def test_no_overlap_warns_when_defect_type_emptied():
+    train = [
+        Sample(f"train/good/{i}", Path(f"{i}.png"), 0, split="train") for i in range(4)
+    ]
+    test = [
+        Sample("test/good/0", Path("g.png"), 0, split="test"),
+        Sample("test/rare/0", Path("r.png"), 1, defect_type="rare", split="test"),
+        Sample("test/common/0", Path("c0.png"), 1, defect_type="common", split="test"),
+        Sample("test/common/1", Path("c1.png"), 1, defect_type="common", split="test"),
+    ]
+    data = CategoryData("toy", "toy", train, test)
+    manifest = {
+        "dataset": "toy",
+        "category": "toy",
+        "n_train_clean": 4,
+        "overlap": False,
+        "injected_ids": ["test/rare/0"],
+    }
+    with pytest.warns(UserWarning, match=r"defect type\(s\) \['rare'\]"):
+        corrupted = apply_manifest(data, manifest)
+    assert [s.sample_id for s in corrupted.test if s.label == 1] == [
+        "test/common/0",
+        "test/common/1",
+    ]
