@@ -9,6 +9,7 @@ import faiss
 import numpy as np
 
 logger = logging.getLogger(__name__)
+_GPU_FALLBACK_WARNED: list[bool] = []
 
 
 class NearestNeighbourIndex:
@@ -68,11 +69,14 @@ class NearestNeighbourIndex:
     @staticmethod
     def _to_gpu(index):
         if not hasattr(faiss, "StandardGpuResources"):
-            warnings.warn(
-                "faiss has no GPU support (faiss-cpu is installed); using the CPU "
-                "index. Install faiss-gpu for device=cuda.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+            # One warning per process: BAAF builds an index for every bag model.
+            if not _GPU_FALLBACK_WARNED:
+                _GPU_FALLBACK_WARNED.append(True)
+                warnings.warn(
+                    "faiss has no GPU support (faiss-cpu is installed); using the "
+                    "CPU index. Install faiss-gpu for device=cuda.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
             return index
         return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)

@@ -87,11 +87,17 @@ def test_knn_matches_numpy_brute_force():
     )
 
 
-def test_knn_cuda_request_falls_back_to_cpu_with_warning():
+def test_knn_cuda_request_falls_back_to_cpu_with_one_warning(monkeypatch):
+    import warnings
+
+    monkeypatch.setattr("detectors.knn._GPU_FALLBACK_WARNED", [])
     bank = np.zeros((3, 2), dtype=np.float32)
     with pytest.warns(RuntimeWarning, match="faiss has no GPU support"):
         index = NearestNeighbourIndex(device="cuda").fit(bank)
     assert index.search(bank, 1)[0].shape == (3, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        NearestNeighbourIndex(device="cuda").fit(bank)
 
 
 def test_block_pruning_gives_plain_greedy_picks():
