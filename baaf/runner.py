@@ -21,7 +21,13 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from baaf.filter import BaggingAnomalyFilter, FilterResult
-from baaf.metrics import evaluate, filter_precision_recall
+from baaf.metrics import (
+    aupro,
+    filter_precision_recall,
+    image_auroc,
+    pixel_auroc,
+    prepare_pixel_arrays,
+)
 from baaf.reporting import format_results_table, save_run_outputs
 from baaf.tracking import ExperimentTracker
 from datasets import load_category
@@ -186,15 +192,21 @@ def compute_metrics(
     pixel metrics for each type, computed on the nominal test images plus the
     images of that type (for example logical and structural anomalies of LOCO).
     """
-    masks = None
+    pixel_arrays = None
     if prediction.anomaly_maps is not None and data.has_pixel_masks:
-        masks = load_masks(data.test)
-    metrics = _test_metrics(data, prediction, masks, np.arange(len(data.test)))
+        # Resized and cropped once, then reused for every defect-type subset.
+        pixel_arrays = prepare_pixel_arrays(
+            prediction.anomaly_maps,
+            load_masks(data.test),
+            prediction.map_frame,
+            prediction.crop_fraction,
+        )
+    metrics = _test_metrics(data, prediction, pixel_arrays, np.arange(len(data.test)))
     defect_types = sorted({s.defect_type for s in data.test if s.label == 1})
     if len(defect_types) > 1:
         metrics["per_defect_type"] = {
             defect_type: _test_metrics(
-                data, prediction, masks, _type_subset(data.test, defect_type)
+                data, prediction, pixel_arrays, _type_subset(data.test, defect_type)
             )
             for defect_type in defect_types
         }
@@ -218,20 +230,20 @@ def _type_subset(test: list[Sample], defect_type: str) -> np.ndarray:
 def _test_metrics(
     data: CategoryData,
     prediction: Prediction,
-    masks: list[np.ndarray] | None,
+    pixel_arrays: tuple[np.ndarray, np.ndarray] | None,
     subset: np.ndarray,
 ) -> dict[str, Any]:
+    """Metrics of the test images in ``subset``; pixel ones None without arrays."""
     labels = np.array([data.test[i].label for i in subset])
-    maps = None if prediction.anomaly_maps is None else prediction.anomaly_maps[subset]
-    values = evaluate(
-        labels,
-        prediction.image_scores[subset],
-        maps,
-        None if masks is None else [masks[i] for i in subset],
-        prediction.map_frame,
-        prediction.crop_fraction,
-        data.has_pixel_masks,
-    )
+    values = {
+        "image_auroc": image_auroc(labels, prediction.image_scores[subset]),
+        "pixel_auroc": None,
+        "pixel_aupro": None,
+    }
+    if pixel_arrays is not None:
+        maps, masks = pixel_arrays[0][subset], pixel_arrays[1][subset]
+        values["pixel_auroc"] = pixel_auroc(maps, masks)
+        values["pixel_aupro"] = aupro(maps, masks)
     return {key: _finite_or_none(value) for key, value in values.items()}
 
 
