@@ -87,7 +87,7 @@ def test_knn_matches_numpy_brute_force():
     )
 
 
-def test_knn_cuda_request_falls_back_to_cpu_with_one_warning(monkeypatch):
+def test_knn_cuda_falls_back_once(monkeypatch):
     import warnings
 
     monkeypatch.setattr("detectors.knn._GPU_FALLBACK_WARNED", [])

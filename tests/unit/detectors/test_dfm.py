@@ -6,11 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
-from baaf.filter import BaggingAnomalyFilter
 from baaf.metrics import image_auroc
-from detectors import build_detector_factory
 from detectors.dfm import DFM
 from detectors.features import FeatureExtractor
 
@@ -134,27 +131,6 @@ def test_dfm_layer_outside_extractor_rejected(extractor, tiny_category):
 def test_dfm_single_image_rejected(extractor, tiny_category):
     with pytest.raises(ValueError, match="at least 2 training images for PCA, got 1"):
         DFM(extractor).fit(tiny_category.train[:1])
-
-
-def factory_config():
-    config = OmegaConf.load(REPO_ROOT / "conf" / "detector" / "dfm.yaml")
-    config.backbone.weights = "package"
-    config.resize = 128
-    config.input_size = 112
-    return config
-
-
-def test_dfm_baaf_filter_removes_injected(tiny_category):
-    anomalies = [s for s in tiny_category.test if s.label == 1][:2]
-    train = tiny_category.train + anomalies
-    factory = build_detector_factory(factory_config(), seed=0)
-    assert factory(0).extractor is factory(1).extractor
-    result = BaggingAnomalyFilter(factory, n_bags=2, n_votes=1, seed=0).run(train)
-    assert result.removed.shape == (len(train),)
-    assert result.removed[-2:].all()
-    kept_samples = [train[i] for i in result.kept_indices]
-    prediction = factory(-1).fit(kept_samples).predict(tiny_category.test)
-    assert prediction.image_scores.shape == (len(tiny_category.test),)
 
 
 @pytest.mark.slow

@@ -7,11 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from baaf.filter import BaggingAnomalyFilter
 from baaf.metrics import image_auroc
-from detectors import build_detector_factory
 from detectors.features import FeatureExtractor
 from detectors.inreach import (
     InReaCh,
@@ -167,26 +164,6 @@ def test_inreach_single_image_keeps_every_patch(extractor, tiny_category):
 def test_inreach_invalid_parameters_rejected(extractor, tiny_category, options, match):
     with pytest.raises(ValueError, match=match):
         InReaCh(extractor, **options).fit(tiny_category.train[:2])
-
-
-def factory_config():
-    config = OmegaConf.load(REPO_ROOT / "conf" / "detector" / "inreach.yaml")
-    config.backbone.weights = "package"
-    config.resize = 128
-    config.input_size = 112
-    return config
-
-
-def test_inreach_baaf_filter_runs(tiny_category):
-    anomalies = [s for s in tiny_category.test if s.label == 1][:2]
-    train = tiny_category.train + anomalies
-    factory = build_detector_factory(factory_config(), seed=0)
-    assert factory(0).extractor is factory(1).extractor
-    result = BaggingAnomalyFilter(factory, n_bags=2, n_votes=1, seed=0).run(train)
-    assert result.removed.shape == (len(train),)
-    kept_samples = [train[i] for i in result.kept_indices]
-    prediction = factory(-1).fit(kept_samples).predict(tiny_category.test)
-    assert prediction.image_scores.shape == (len(tiny_category.test),)
 
 
 @pytest.mark.slow

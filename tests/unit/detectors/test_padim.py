@@ -7,12 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from sklearn.covariance import ledoit_wolf
 
-from baaf.filter import BaggingAnomalyFilter
 from baaf.metrics import image_auroc
-from detectors import build_detector_factory
 from detectors.features import FeatureExtractor
 from detectors.padim import PaDiM, ledoit_wolf_covariances, select_channels
 
@@ -147,27 +144,6 @@ def test_padim_invalid_parameters_rejected(extractor, tiny_category, options, ma
 def test_padim_empty_training_set_rejected(extractor):
     with pytest.raises(ValueError, match="at least one training image"):
         PaDiM(extractor).fit([])
-
-
-def factory_config():
-    config = OmegaConf.load(REPO_ROOT / "conf" / "detector" / "padim.yaml")
-    config.backbone.weights = "package"
-    config.resize = 128
-    config.input_size = 112
-    return config
-
-
-def test_padim_baaf_filter_removes_injected(tiny_category):
-    anomalies = [s for s in tiny_category.test if s.label == 1][:2]
-    train = tiny_category.train + anomalies
-    factory = build_detector_factory(factory_config(), seed=0)
-    assert factory(0).extractor is factory(1).extractor
-    result = BaggingAnomalyFilter(factory, n_bags=2, n_votes=1, seed=0).run(train)
-    assert result.removed.shape == (len(train),)
-    assert result.removed[-2:].all()
-    kept_samples = [train[i] for i in result.kept_indices]
-    prediction = factory(-1).fit(kept_samples).predict(tiny_category.test)
-    assert prediction.image_scores.shape == (len(tiny_category.test),)
 
 
 @pytest.mark.slow
