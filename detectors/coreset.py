@@ -9,10 +9,10 @@ over an (N, d) array. Three things keep it fast and small:
   coreset);
 * every step updates preallocated buffers in place, so peak memory stays
   O(N * d) and no step allocates a distance array of length N;
-* for large N the embeddings are grouped into blocks (seeded k-means) and a
-  step only visits the blocks that the new centre can affect: a block whose
-  centre is farther from the new centre than its radius plus its largest
-  current nearest-centre distance cannot change (triangle inequality). The
+* for large N the embeddings are grouped into blocks by seeded k-means, and a
+  step only visits the blocks that the new centre can affect. By the triangle
+  inequality, a block cannot change when its centre is farther from the new
+  centre than its radius plus its largest current nearest-centre distance. The
   pruning is exact, so the picks equal the plain method's up to float rounding.
 """
 

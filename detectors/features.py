@@ -214,12 +214,12 @@ class FeatureExtractor:
             One array per layer, of shape (n_samples, C_l, h_l, w_l), float32.
         """
         keys = [self._key(sample) for sample in samples]
-        missing = [
-            (key, sample) for key, sample in zip(keys, samples) if key not in self.cache
-        ]
-        missing = list(dict(missing).items())
+        # A dict keeps one entry per image when a sample list repeats an image.
+        missing = {
+            key: sample for key, sample in zip(keys, samples) if key not in self.cache
+        }
         if missing:
-            self._extract(missing)
+            self._extract(list(missing.items()))
         per_image = [self.cache.get(key) for key in keys]
         return [
             np.stack([layers[i] for layers in per_image])

@@ -1,12 +1,12 @@
 """PatchCore: a coreset memory bank of locally aggregated patch embeddings.
 
-Training embeds every patch of every training image (two mid-level backbone
-layers, 3x3 local average, deeper layer upsampled to the shallower one's grid,
-channels concatenated and optionally average-pooled to ``embedding_dim``), then
-keeps an approximate greedy coreset of them as the memory bank. A test patch's
-score is the distance to its nearest memory-bank embedding; the image score is
-the maximum patch score, and the anomaly map is the patch-score grid upsampled to
-the input size and Gaussian-smoothed.
+Training embeds every patch of every training image from two mid-level backbone
+layers: a 3x3 local average per layer, the deeper layer upsampled to the
+shallower one's grid, channels concatenated and optionally average-pooled to
+``embedding_dim``. An approximate greedy coreset of these embeddings is the
+memory bank. A test patch's score is the distance to its nearest memory-bank
+embedding. The image score is the maximum patch score, and the anomaly map is
+the patch-score grid upsampled to the input size and Gaussian-smoothed.
 """
 
 from __future__ import annotations
