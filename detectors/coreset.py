@@ -7,13 +7,16 @@ over an (N, d) array. Three things keep it fast and small:
 * distances are computed on a seeded random projection to ``projection_dim``
   dimensions (the Johnson-Lindenstrauss step of PatchCore's approximate greedy
   coreset);
-* every step updates preallocated buffers in place, so peak memory stays
-  O(N * d) and no step allocates a distance array of length N;
-* for large N the embeddings are grouped into blocks by seeded k-means, and a
-  step only visits the blocks that the new centre can affect. By the triangle
-  inequality, a block cannot change when its centre is farther from the new
-  centre than its radius plus its largest current nearest-centre distance. The
-  pruning is exact, so the picks equal the plain method's up to float rounding.
+* the embeddings are grouped into compact blocks by seeded k-means, and a step
+  only visits the blocks that the new centre can affect, and inside them only
+  the rows it can affect. By the triangle inequality, a row cannot move closer
+  to its nearest pick when its distance to the new centre, bounded below by
+  the gap between the centre's and the row's distances to the block centre, is
+  at least its current nearest-pick distance. A block is skipped when that holds
+  for its radius and its largest nearest-pick distance. The pruning is exact, so
+  the picks equal the plain method's up to float rounding;
+* the loop is compiled with numba and keeps O(N * d) memory: the sorted
+  embeddings and a few arrays of length N.
 """
 
 from __future__ import annotations
@@ -22,16 +25,20 @@ import logging
 import time
 
 import faiss
+import numba
 import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
 
-# Below this many embeddings the plain loop is as fast as block pruning.
-MIN_ROWS_FOR_PRUNING = 5_000
-# Embeddings per block; about 1000 blocks for the 160k patches of 200 images.
-ROWS_PER_BLOCK = 160
-MAX_BLOCKS = 1024
+# Embeddings per k-means block. Smaller blocks prune more rows per step but
+# make the k-means partition slower; 256 balances the two for 50k-200k rows.
+ROWS_PER_BLOCK = 256
+MAX_BLOCKS = 4096
+# Relative and absolute slack on the triangle-inequality bounds, so that float
+# rounding can only make pruning more cautious, never skip a row that changes.
+BOUND_SLACK = 1e-4
+BOUND_FLOOR = 1e-6
 
 
 def random_projection(
@@ -77,7 +84,7 @@ def greedy_coreset_indices(
     projection_dim : int
         Dimension of the random projection used for distances.
     seed : int
-        Seeds the projection and the start index.
+        Seeds the projection, the start index and the k-means blocks.
 
     Returns
     -------
@@ -98,19 +105,8 @@ def greedy_coreset_indices(
     first = int(
         torch.randint(n_rows, (1,), generator=torch.Generator().manual_seed(seed))
     )
-    # Each step runs a dozen small ops on a few thousand rows, where waking
-    # worker threads costs more than it saves, and costs far more when other
-    # processes share the cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        if n_rows >= MIN_ROWS_FOR_PRUNING:
-            n_blocks = min(MAX_BLOCKS, n_rows // ROWS_PER_BLOCK)
-            picks = _block_pruned_greedy(projected, n_picks, first, n_blocks, seed)
-        else:
-            picks = _plain_greedy(projected, n_picks, first)
-    finally:
-        torch.set_num_threads(threads)
+    n_blocks = min(MAX_BLOCKS, n_rows // ROWS_PER_BLOCK)
+    picks = block_pruned_greedy(projected.numpy(), n_picks, first, n_blocks, seed)
     logger.info(
         "coreset: %d of %d embeddings (ratio %.3f, projection %d) in %.1f s",
         n_picks,
@@ -122,81 +118,109 @@ def greedy_coreset_indices(
     return picks
 
 
-def _plain_greedy(points: torch.Tensor, n_picks: int, first: int) -> np.ndarray:
-    """Greedy k-centre over all rows of ``points`` (N, d) at every step."""
-    n_rows = points.shape[0]
-    squared_norms = (points * points).sum(dim=1)  # (N,)
-    min_distances = torch.full((n_rows,), float("inf"))  # (N,)
-    distances = torch.empty(n_rows)  # (N,), reused by every step
+def block_pruned_greedy(
+    points: np.ndarray, n_picks: int, first: int, n_blocks: int, seed: int
+) -> np.ndarray:
+    """Greedy k-centre on ``points`` that skips rows the new centre cannot affect.
+
+    Parameters
+    ----------
+    points : ndarray of shape (N, d), float32
+    n_picks : int
+        Number of centres to pick, at most N.
+    first : int
+        Row of the first pick.
+    n_blocks : int
+        Number of k-means blocks; below 2, all rows form one block.
+    seed : int
+        Seeds the k-means.
+
+    Returns
+    -------
+    ndarray of shape (n_picks,), int64
+        Row indices into ``points`` in the order they were picked.
+    """
+    points = np.ascontiguousarray(points, dtype=np.float32)
+    if n_blocks >= 2:
+        order, bounds = _partition(points, n_blocks, seed)
+    else:
+        order = np.arange(len(points))
+        bounds = np.array([0, len(points)])
+    sorted_points = points[order]  # (N, d)
+    block_of_row = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))  # (N,)
+    centres = np.zeros((len(bounds) - 1, points.shape[1]))  # (B, d)
+    np.add.at(centres, block_of_row, sorted_points)
+    centres = (centres / np.diff(bounds)[:, None]).astype(np.float32)
+    offsets = np.linalg.norm(sorted_points - centres[block_of_row], axis=1)  # (N,)
+    radius = np.zeros(len(bounds) - 1, dtype=np.float32)  # (B,)
+    np.maximum.at(radius, block_of_row, offsets)
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.arange(len(order))
+    picks = _greedy_loop(
+        sorted_points,
+        bounds.astype(np.int64),
+        centres,
+        offsets.astype(np.float32),
+        radius,
+        int(position[first]),
+        n_picks,
+    )
+    return order[picks]
+
+
+@numba.njit(cache=True, fastmath=True, nogil=True)
+def _greedy_loop(points, bounds, centres, offsets, radius, first, n_picks):
+    """Pruned greedy k-centre over block-sorted rows; returns sorted-row picks.
+
+    ``points`` (N, d) are sorted by block, block b holding rows
+    ``bounds[b]:bounds[b + 1]`` with centre ``centres[b]``, radius ``radius[b]``
+    and per-row distances ``offsets`` (N,) to their block centre.
+    """
+    n_rows, dim = points.shape
+    n_blocks = bounds.shape[0] - 1
+    nearest_squared = np.full(n_rows, np.inf, dtype=np.float32)
+    nearest = np.full(n_rows, np.inf, dtype=np.float32)
+    block_max = np.full(n_blocks, np.inf, dtype=np.float32)
+    block_argmax = np.zeros(n_blocks, dtype=np.int64)
     picks = np.empty(n_picks, dtype=np.int64)
     current = first
     for step in range(n_picks):
         picks[step] = current
-        # squared distance to the new centre: |x|^2 - 2 x.c + |c|^2
-        torch.addmv(squared_norms, points, points[current], alpha=-2.0, out=distances)
-        distances.add_(squared_norms[current])
-        torch.minimum(min_distances, distances, out=min_distances)
-        current = int(torch.argmax(min_distances))
-    return picks
-
-
-def _block_pruned_greedy(
-    points: torch.Tensor, n_picks: int, first: int, n_blocks: int, seed: int
-) -> np.ndarray:
-    """Greedy k-centre that skips blocks the new centre cannot affect."""
-    order, bounds = _partition(points, n_blocks, seed)
-    n_blocks = len(bounds) - 1
-    sorted_points = points[torch.from_numpy(order)].contiguous()  # (N, d)
-    block_of_row = torch.from_numpy(
-        np.repeat(np.arange(n_blocks), np.diff(bounds))
-    )  # (N,)
-    sizes = torch.from_numpy(np.maximum(np.diff(bounds), 1)).float()
-    centres = (
-        torch.zeros(n_blocks, points.shape[1]).index_add_(
-            0, block_of_row, sorted_points
-        )
-        / sizes[:, None]
-    )  # (B, d)
-    offsets = (sorted_points - centres[block_of_row]).norm(dim=1)  # (N,)
-    radius = torch.zeros(n_blocks).scatter_reduce_(0, block_of_row, offsets, "amax")
-    rows_of_block = [torch.arange(bounds[b], bounds[b + 1]) for b in range(n_blocks)]
-
-    squared_norms = (sorted_points * sorted_points).sum(dim=1)  # (N,)
-    min_distances = torch.full((len(order),), float("inf"))  # squared, (N,)
-    block_max = torch.full((n_blocks,), float("inf"))  # not squared, (B,)
-    position = np.empty(len(order), dtype=np.int64)
-    position[order] = np.arange(len(order))
-    current = int(position[first])
-    picks = np.empty(n_picks, dtype=np.int64)
-    for step in range(n_picks):
-        picks[step] = order[current]
-        centre = sorted_points[current]
-        to_blocks = torch.cdist(centre[None], centres)[0]  # (B,)
-        # A block can change only if some member may be nearer to the new centre
-        # than to its current nearest pick. The margin absorbs float rounding.
-        active = (to_blocks - radius) < block_max * (1 + 1e-4) + 1e-6
-        blocks = active.nonzero().squeeze(1).tolist()
-        # NOTE: gathering the active rows is the largest cost of a step (about
-        # a third). Selection still takes longer than feature extraction: 33 s
-        # against 7.5 s for 182k bottle patches on 2 cores (scripts/benchmark.py).
-        rows = torch.cat([rows_of_block[b] for b in blocks])
-        distances = torch.addmv(
-            squared_norms[rows], sorted_points.index_select(0, rows), centre, alpha=-2.0
-        ).add_(squared_norms[current])
-        updated = torch.minimum(min_distances[rows], distances)
-        min_distances.index_copy_(0, rows, updated)
-        largest = torch.zeros(n_blocks).scatter_reduce_(
-            0, block_of_row[rows], updated, "amax", include_self=False
-        )
-        block_max = torch.where(active, largest.clamp_min(0).sqrt(), block_max)
-        farthest = int(torch.argmax(block_max))
-        lo, hi = int(bounds[farthest]), int(bounds[farthest + 1])
-        current = lo + int(torch.argmax(min_distances[lo:hi]))
+        centre = points[current]
+        for block in range(n_blocks):
+            squared = np.float32(0.0)
+            for j in range(dim):
+                diff = centre[j] - centres[block, j]
+                squared += diff * diff
+            to_block = np.sqrt(squared)
+            limit = block_max[block] * (1 + BOUND_SLACK) + BOUND_FLOOR
+            if to_block - radius[block] > limit:
+                continue
+            largest = np.float32(-1.0)
+            largest_row = bounds[block]
+            for row in range(bounds[block], bounds[block + 1]):
+                distance = nearest[row]
+                gap = abs(to_block - offsets[row])
+                if gap <= distance * (1 + BOUND_SLACK) + BOUND_FLOOR:
+                    squared = np.float32(0.0)
+                    for j in range(dim):
+                        diff = points[row, j] - centre[j]
+                        squared += diff * diff
+                    if squared < nearest_squared[row]:
+                        nearest_squared[row] = squared
+                        distance = np.sqrt(squared)
+                        nearest[row] = distance
+                if distance > largest:
+                    largest = distance
+                    largest_row = row
+            block_max[block] = largest
+            block_argmax[block] = largest_row
+        current = block_argmax[np.argmax(block_max)]
     return picks
 
 
 def _partition(
-    points: torch.Tensor, n_blocks: int, seed: int
+    points: np.ndarray, n_blocks: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Group rows by seeded k-means.
 
@@ -207,19 +231,18 @@ def _partition(
     bounds : ndarray of shape (B + 1,)
         Block b holds ``order[bounds[b]:bounds[b + 1]]``; empty blocks removed.
     """
-    array = np.ascontiguousarray(points.numpy(), dtype=np.float32)
     # Blocks only need to be compact, not converged: a few iterations on a sample
     # of 64 rows per block keep k-means a small part of the selection time.
     kmeans = faiss.Kmeans(
-        array.shape[1],
+        points.shape[1],
         n_blocks,
         niter=5,
         seed=seed,
         max_points_per_centroid=64,
         verbose=False,
     )
-    kmeans.train(array)
-    _, assignment = kmeans.index.search(array, 1)
+    kmeans.train(points)
+    _, assignment = kmeans.index.search(points, 1)
     assignment = assignment[:, 0]
     order = np.argsort(assignment, kind="stable")
     counts = np.bincount(assignment, minlength=n_blocks)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detectors.coreset import greedy_coreset_indices, random_projection
+from detectors.coreset import (
+    block_pruned_greedy,
+    greedy_coreset_indices,
+    random_projection,
+)
 from detectors.knn import NearestNeighbourIndex
 
 
@@ -100,18 +104,25 @@ def test_knn_cuda_falls_back_once(monkeypatch):
         NearestNeighbourIndex(device="cuda").fit(bank)
 
 
-def test_block_pruning_gives_plain_greedy_picks():
-    import torch
+def plain_greedy(points: np.ndarray, n_picks: int, start: int) -> list[int]:
+    """k-centre greedy with one pass over all rows per pick, in float64."""
+    nearest = np.full(len(points), np.inf)
+    picks = [start]
+    while len(picks) < n_picks:
+        step = np.sum((points - points[picks[-1]]) ** 2, axis=1)
+        nearest = np.minimum(nearest, step)
+        picks.append(int(np.argmax(nearest)))
+    return picks
 
-    from detectors.coreset import _block_pruned_greedy, _plain_greedy
 
+@pytest.mark.parametrize("n_blocks", [1, 40, 400])
+def test_block_pruning_gives_plain_greedy_picks(n_blocks):
     rng = np.random.default_rng(5)
     centres = rng.normal(0, 5, size=(30, 16))
     points = centres[rng.integers(0, 30, 4000)] + rng.normal(0, 1, size=(4000, 16))
-    points = torch.from_numpy(points.astype(np.float32))
-    plain = _plain_greedy(points, 400, first=17)
-    pruned = _block_pruned_greedy(points, 400, first=17, n_blocks=40, seed=0)
-    assert pruned.tolist() == plain.tolist()
+    points = points.astype(np.float32)
+    pruned = block_pruned_greedy(points, 400, first=17, n_blocks=n_blocks, seed=0)
+    assert pruned.tolist() == plain_greedy(points.astype(np.float64), 400, 17)
 
 
 def test_large_bank_uses_pruning_and_keeps_outliers():
