@@ -24,10 +24,11 @@ from __future__ import annotations
 import logging
 import time
 
-import faiss
 import numba
 import numpy as np
 import torch
+
+from detectors.knn import kmeans_partition
 
 logger = logging.getLogger(__name__)
 
@@ -142,18 +143,18 @@ def block_pruned_greedy(
     """
     points = np.ascontiguousarray(points, dtype=np.float32)
     if n_blocks >= 2:
-        order, bounds = _partition(points, n_blocks, seed)
+        _, order, bounds = kmeans_partition(points, n_blocks, seed)
+        bounds = np.unique(bounds)  # drop empty blocks
     else:
         order = np.arange(len(points))
         bounds = np.array([0, len(points)])
     sorted_points = points[order]  # (N, d)
-    block_of_row = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))  # (N,)
-    centres = np.zeros((len(bounds) - 1, points.shape[1]))  # (B, d)
-    np.add.at(centres, block_of_row, sorted_points)
-    centres = (centres / np.diff(bounds)[:, None]).astype(np.float32)
+    starts, sizes = bounds[:-1], np.diff(bounds)
+    centres = np.add.reduceat(sorted_points, starts, axis=0, dtype=np.float64)
+    centres = (centres / sizes[:, None]).astype(np.float32)  # (B, d)
+    block_of_row = np.repeat(np.arange(len(sizes)), sizes)  # (N,)
     offsets = np.linalg.norm(sorted_points - centres[block_of_row], axis=1)  # (N,)
-    radius = np.zeros(len(bounds) - 1, dtype=np.float32)  # (B,)
-    np.maximum.at(radius, block_of_row, offsets)
+    radius = np.maximum.reduceat(offsets, starts)  # (B,)
     position = np.empty(len(order), dtype=np.int64)
     position[order] = np.arange(len(order))
     picks = _greedy_loop(
@@ -161,7 +162,7 @@ def block_pruned_greedy(
         bounds.astype(np.int64),
         centres,
         offsets.astype(np.float32),
-        radius,
+        radius.astype(np.float32),
         int(position[first]),
         n_picks,
     )
@@ -217,34 +218,3 @@ def _greedy_loop(points, bounds, centres, offsets, radius, first, n_picks):
             block_argmax[block] = largest_row
         current = block_argmax[np.argmax(block_max)]
     return picks
-
-
-def _partition(
-    points: np.ndarray, n_blocks: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Group rows by seeded k-means.
-
-    Returns
-    -------
-    order : ndarray of shape (N,)
-        Row indices sorted by block.
-    bounds : ndarray of shape (B + 1,)
-        Block b holds ``order[bounds[b]:bounds[b + 1]]``; empty blocks removed.
-    """
-    # Blocks only need to be compact, not converged: a few iterations on a sample
-    # of 64 rows per block keep k-means a small part of the selection time.
-    kmeans = faiss.Kmeans(
-        points.shape[1],
-        n_blocks,
-        niter=5,
-        seed=seed,
-        max_points_per_centroid=64,
-        verbose=False,
-    )
-    kmeans.train(points)
-    _, assignment = kmeans.index.search(points, 1)
-    assignment = assignment[:, 0]
-    order = np.argsort(assignment, kind="stable")
-    counts = np.bincount(assignment, minlength=n_blocks)
-    counts = counts[counts > 0]
-    return order, np.concatenate([[0], np.cumsum(counts)])

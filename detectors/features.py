@@ -15,7 +15,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -225,6 +225,41 @@ class FeatureExtractor:
             np.stack([layers[i] for layers in per_image])
             for i in range(len(self.layers))
         ]
+
+    def derived_features(
+        self,
+        samples: Sequence[Sample],
+        name: str,
+        transform: Callable[[list[np.ndarray]], np.ndarray],
+    ) -> np.ndarray:
+        """Return per-image arrays computed from layer maps, cached under ``name``.
+
+        Detectors that turn layer maps into their own features (PatchCore's
+        aggregated patch embeddings, say) compute them once per image and run.
+
+        Parameters
+        ----------
+        samples : sequence of Sample
+        name : str
+            Names the transform and every setting it depends on; part of the
+            cache key.
+        transform : callable
+            Maps the layer maps of some images, a list of arrays of shape
+            (n, C_l, h_l, w_l), to an array of shape (n, ...).
+
+        Returns
+        -------
+        ndarray of shape (n_samples, ...)
+        """
+        keys = [f"{name}:{self._key(sample)}" for sample in samples]
+        missing = {
+            key: sample for key, sample in zip(keys, samples) if key not in self.cache
+        }
+        if missing:
+            computed = transform(self.layer_maps(list(missing.values())))
+            for key, array in zip(missing, computed):
+                self.cache.put(key, [array])
+        return np.stack([self.cache.get(key)[0] for key in keys])
 
     def _key(self, sample: Sample) -> str:
         return f"{self.cache_key}:{Path(sample.image_path).resolve()}"

@@ -123,9 +123,22 @@ class PatchCore(AnomalyDetector):
         self.seed = seed
 
     def embed(self, samples: Sequence[Sample]) -> tuple[np.ndarray, tuple[int, int]]:
-        """Return patch embeddings (N, h * w, D) and the patch grid of ``samples``."""
-        layer_maps = self.extractor.layer_maps(samples)
-        return patch_embeddings(layer_maps, self.aggregation_kernel, self.embedding_dim)
+        """Return patch embeddings (N, h * w, D) and the patch grid of ``samples``.
+
+        Embeddings are cached per image in the extractor's feature cache, so bag
+        models, out-of-bag scoring and the final model aggregate each image once.
+        """
+
+        def embedding_grids(layer_maps: list[np.ndarray]) -> np.ndarray:
+            embeddings, (height, width) = patch_embeddings(
+                layer_maps, self.aggregation_kernel, self.embedding_dim
+            )
+            return embeddings.reshape(len(embeddings), height, width, -1)
+
+        name = f"patch-embeddings:k={self.aggregation_kernel}:d={self.embedding_dim}"
+        grids = self.extractor.derived_features(samples, name, embedding_grids)
+        n_images, height, width, dim = grids.shape  # (N, h, w, D)
+        return grids.reshape(n_images, height * width, dim), (height, width)
 
     def fit(self, samples: Sequence[Sample]) -> PatchCore:
         """Build the memory bank from the patches of ``samples``."""
@@ -156,11 +169,14 @@ class PatchCore(AnomalyDetector):
         return distances.mean(axis=1).reshape(n_images, *grid)  # (N, h, w)
 
     def score(self, samples: Sequence[Sample]) -> np.ndarray:
-        """Return image scores (max patch distance) without building maps."""
-        patch_scores = self.patch_scores(samples)
-        return (
-            patch_scores.reshape(len(patch_scores), -1).max(axis=1).astype(np.float64)
-        )
+        """Return image scores (max patch distance) without building maps.
+
+        Only patches that can hold an image's largest distance are searched
+        exactly (``NearestNeighbourIndex.largest_per_group``).
+        """
+        embeddings, _ = self.embed(samples)  # (N, h*w, D)
+        scores = self.index_.largest_per_group(embeddings, self.num_neighbors)
+        return scores.astype(np.float64)
 
     def predict(self, samples: Sequence[Sample]) -> Prediction:
         """Score ``samples``: max patch distance and smoothed anomaly maps."""

@@ -157,8 +157,7 @@ class SoftPatch(PatchCore):
     def patch_scores(self, samples: Sequence[Sample]) -> np.ndarray:
         """Return nearest-neighbour distances, soft-weighted, of shape (N, h, w).
 
-        PatchCore's ``score`` and ``predict`` build image scores and maps from
-        these.
+        PatchCore's ``predict`` builds image scores and maps from these.
         """
         embeddings, grid = self.embed(samples)
         n_images = embeddings.shape[0]
@@ -168,6 +167,11 @@ class SoftPatch(PatchCore):
         if self.soft_weighting:
             patch_scores = patch_scores * self.memory_weights_[indices[:, 0]]
         return patch_scores.reshape(n_images, *grid)  # (N, h, w)
+
+    def score(self, samples: Sequence[Sample]) -> np.ndarray:
+        """Return image scores (largest soft-weighted patch score) without maps."""
+        patch_scores = self.patch_scores(samples)  # (N, h, w)
+        return patch_scores.reshape(len(samples), -1).max(axis=1).astype(np.float64)
 
     def patch_outlier_factors(self, embeddings: np.ndarray) -> np.ndarray:
         """Return the LOF of each patch among the same position's patches.

@@ -134,3 +134,31 @@ def test_large_bank_uses_pruning_and_keeps_outliers():
         greedy_coreset_indices(points, 0.004, projection_dim=0, seed=0).tolist()
     )
     assert {25_000, 25_001, 25_002} <= picks
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_largest_per_group_equals_full_search(k):
+    rng = np.random.default_rng(7)
+    modes = rng.normal(0, 3, size=(20, 24))
+    bank = modes[rng.integers(0, 20, 3000)] + rng.normal(0, 1, size=(3000, 24))
+    queries = modes[rng.integers(0, 20, (30, 200))] + rng.normal(size=(30, 200, 24))
+    queries[5, 17] += 8.0  # one image with a single far patch
+    queries[9] = bank[:200]  # one image of memory-bank rows only
+    bank, queries = bank.astype(np.float32), queries.astype(np.float32)
+    index = NearestNeighbourIndex().fit(bank)
+    distances, _ = index.search(queries.reshape(-1, 24), k)
+    expected = distances.mean(axis=1).reshape(30, 200).max(axis=1)
+    largest = index.largest_per_group(queries, k)
+    assert index.lists_ is not None  # the pruned path ran
+    # Zero distances come out of faiss's norm expansion as up to about 0.01.
+    np.testing.assert_allclose(largest, expected, rtol=1e-5, atol=0.01)
+
+
+def test_largest_per_group_small_bank_searches_everything():
+    rng = np.random.default_rng(8)
+    bank = rng.normal(size=(50, 4)).astype(np.float32)
+    queries = rng.normal(size=(3, 10, 4)).astype(np.float32)
+    index = NearestNeighbourIndex().fit(bank)
+    expected = index.search(queries.reshape(-1, 4))[0].reshape(3, 10).max(axis=1)
+    np.testing.assert_array_equal(index.largest_per_group(queries), expected)
+    assert index.lists_ is None
