@@ -81,11 +81,11 @@ class NearestNeighbourIndex:
 
         This is PatchCore's image score (the largest patch score) without a full
         search. Each query's nearest memory-bank rows within its own k-means list
-        give an upper bound on its score; each group's queries with the largest
-        bounds are searched exactly, and then only the queries whose bound still
-        exceeds the group's best exact score. Every skipped query provably scores
-        below that best, so the result equals the full search up to float
-        rounding.
+        give an upper bound on its score. The queries of each group with the
+        largest bounds are searched exactly first. After that, only the queries
+        whose bound still exceeds the group's best exact score are searched.
+        Every skipped query provably scores below that best, so the result
+        equals the full search up to float rounding.
 
         Parameters
         ----------

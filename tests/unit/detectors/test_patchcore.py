@@ -79,7 +79,7 @@ def test_spilled_cache_reads_back_equal(tmp_path):
         np.testing.assert_array_equal(stored, original)
 
 
-def test_derived_features_computed_once_per_image_and_name(extractor, tiny_category):
+def test_derived_features_cached_per_name(extractor, tiny_category):
     samples = tiny_category.train[:3]
     batch_sizes = []
 
