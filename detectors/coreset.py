@@ -28,7 +28,7 @@ import numba
 import numpy as np
 import torch
 
-from detectors.knn import kmeans_partition
+from detectors.knn import check_embeddings, kmeans_partition
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,9 @@ def greedy_coreset_indices(
         Patch embeddings of the memory bank, float32.
     ratio : float
         Share of the N embeddings to keep, in (0, 1]. The coreset has
-        ``max(1, round(ratio * N))`` rows; ratio 1 keeps everything.
+        ``max(1, round(ratio * N))`` rows, fewer when the embeddings have fewer
+        distinct projected rows (selection stops once every row coincides with
+        a pick). Ratio 1 keeps everything.
     projection_dim : int
         Dimension of the random projection used for distances.
     seed : int
@@ -97,6 +99,7 @@ def greedy_coreset_indices(
         msg = f"coreset ratio must be in (0, 1], got {ratio}"
         raise ValueError(msg)
     features = torch.as_tensor(embeddings, dtype=torch.float32)
+    check_embeddings(features.numpy(), "coreset embeddings")
     n_rows = features.shape[0]
     n_picks = max(1, int(round(ratio * n_rows)))
     if n_picks >= n_rows:
@@ -111,7 +114,7 @@ def greedy_coreset_indices(
     picks = block_pruned_greedy(projected.numpy(), n_picks, first, n_blocks, seed)
     logger.info(
         "coreset: %d of %d embeddings (ratio %.3f, projection %d) in %.1f s",
-        n_picks,
+        len(picks),
         n_rows,
         ratio,
         projected.shape[1],
@@ -129,7 +132,8 @@ def block_pruned_greedy(
     ----------
     points : ndarray of shape (N, d), float32
     n_picks : int
-        Number of centres to pick, at most N.
+        Number of centres to pick, at most N. Fewer are returned when every row
+        coincides with a pick before that.
     first : int
         Row of the first pick.
     n_blocks : int
@@ -170,7 +174,9 @@ def block_pruned_greedy(
     return order[picks]
 
 
-@numba.njit(cache=True, fastmath=True, nogil=True)
+# Reassociation lets LLVM vectorise the distance sums. The loop starts from and
+# compares against inf, so the no-NaN and no-inf fast-math flags stay off.
+@numba.njit(cache=True, fastmath={"reassoc", "contract", "arcp", "nsz"}, nogil=True)
 def _greedy_loop(points, bounds, centres, offsets, radius, first, n_picks):
     """Pruned greedy k-centre over block-sorted rows; returns sorted-row picks.
 
@@ -217,5 +223,8 @@ def _greedy_loop(points, bounds, centres, offsets, radius, first, n_picks):
                     largest_row = row
             block_max[block] = largest
             block_argmax[block] = largest_row
-        current = block_argmax[np.argmax(block_max)]
+        farthest = np.argmax(block_max)
+        if block_max[farthest] == 0.0:
+            return picks[: step + 1]  # every row coincides with a pick
+        current = block_argmax[farthest]
     return picks

@@ -258,7 +258,8 @@ class FeatureExtractor:
         if missing:
             computed = transform(self.layer_maps(list(missing.values())))
             for key, array in zip(missing, computed):
-                self.cache.put(key, [array])
+                # A copy, so that a cached row does not keep the whole batch alive.
+                self.cache.put(key, [array.copy()])
         return np.stack([self.cache.get(key)[0] for key in keys])
 
     def _key(self, sample: Sample) -> str:

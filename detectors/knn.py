@@ -14,10 +14,39 @@ _GPU_FALLBACK_WARNED: list[bool] = []
 
 # Memory banks below this many rows are searched in full by largest_per_group.
 MIN_ROWS_FOR_LISTS = 1024
+# Queries per distance product in InvertedLists, which bounds its buffers when
+# one list is large (a memory bank of many identical rows).
+QUERIES_PER_PRODUCT = 4096
 # Queries per group searched exactly before any is skipped.
 PROBES_PER_GROUP = 4
 # Relative float32 error of a squared distance from the norm expansion.
 BOUND_ROUNDING = 1e-5
+# Largest absolute embedding value whose squared distances stay finite in float32.
+MAX_ABS_VALUE = 1e15
+
+
+def check_embeddings(array: np.ndarray, what: str) -> None:
+    """Raise ValueError when ``array`` holds NaN, inf or values too large.
+
+    Squared distances of values above ``MAX_ABS_VALUE`` overflow float32, and
+    faiss aborts the process on them instead of raising.
+    """
+    if array.size == 0:
+        return
+    largest = max(float(array.max()), -float(array.min()))
+    if not np.isfinite(largest):
+        msg = (
+            f"{what} contain NaN or infinite values; check the backbone weights "
+            "and the input images"
+        )
+        raise ValueError(msg)
+    if largest > MAX_ABS_VALUE:
+        msg = (
+            f"{what} reach {largest:.3g} in absolute value, above the "
+            f"{MAX_ABS_VALUE:g} whose squared distances fit in float32; check the "
+            "backbone weights or scale the features down"
+        )
+        raise ValueError(msg)
 
 
 class NearestNeighbourIndex:
@@ -41,6 +70,7 @@ class NearestNeighbourIndex:
     def fit(self, memory_bank: np.ndarray) -> NearestNeighbourIndex:
         """Index the rows of ``memory_bank`` of shape (M, D)."""
         bank = np.ascontiguousarray(memory_bank, dtype=np.float32)
+        check_embeddings(bank, "memory-bank embeddings")
         index = faiss.IndexFlatL2(bank.shape[1])
         if self.device.startswith("cuda"):
             index = self._to_gpu(index)
@@ -67,6 +97,7 @@ class NearestNeighbourIndex:
             msg = "NearestNeighbourIndex.search called before fit"
             raise RuntimeError(msg)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        check_embeddings(queries, "query embeddings")
         distances = np.empty((len(queries), k), dtype=np.float32)
         indices = np.empty((len(queries), k), dtype=np.int64)
         for first in range(0, len(queries), self.chunk_size):
@@ -99,6 +130,7 @@ class NearestNeighbourIndex:
         """
         n_groups, n_queries, dim = queries.shape
         flat = np.ascontiguousarray(queries.reshape(-1, dim), dtype=np.float32)
+        check_embeddings(flat, "query embeddings")
         lists = self._inverted_lists()
         if lists is None:
             distances, _ = self.search(flat, k)
@@ -205,14 +237,16 @@ class InvertedLists:
             members = slice(self.bounds[index], self.bounds[index + 1])
             if members.stop - members.start < k:
                 continue
-            squared = torch.addmm(
-                query_norms[rows, None] + self.member_norms[None, members],
-                sorted_queries[rows],
-                self.members[members].T,
-                alpha=-2.0,
-            )  # (queries in the list, rows in the list)
-            nearest = squared.topk(k, dim=1, largest=False).values
-            bounds[rows] = nearest.clamp_min(0).sqrt().mean(dim=1)
+            for start in range(rows.start, rows.stop, QUERIES_PER_PRODUCT):
+                chunk = slice(start, min(start + QUERIES_PER_PRODUCT, rows.stop))
+                squared = torch.addmm(
+                    query_norms[chunk, None] + self.member_norms[None, members],
+                    sorted_queries[chunk],
+                    self.members[members].T,
+                    alpha=-2.0,
+                )  # (queries in the chunk, rows in the list)
+                nearest = squared.topk(k, dim=1, largest=False).values
+                bounds[chunk] = nearest.clamp_min(0).sqrt().mean(dim=1)
         slack = torch.sqrt(BOUND_ROUNDING * (query_norms + self.largest_norm_squared))
         result = torch.empty(len(queries)).index_copy_(0, order, bounds + slack)
         return result.numpy()

@@ -162,3 +162,51 @@ def test_largest_per_group_small_bank_searches_everything():
     expected = index.search(queries.reshape(-1, 4))[0].reshape(3, 10).max(axis=1)
     np.testing.assert_array_equal(index.largest_per_group(queries), expected)
     assert index.lists_ is None
+
+
+@pytest.mark.parametrize("n_rows", [300, 6000])
+def test_coreset_stops_when_rows_covered(n_rows):
+    distinct = np.random.default_rng(9).normal(size=(5, 16)).astype(np.float32)
+    points = np.tile(distinct, (n_rows // 5, 1))
+    picks = greedy_coreset_indices(points, ratio=0.1, projection_dim=0, seed=0)
+    assert len(picks) == 5
+    np.testing.assert_array_equal(
+        np.unique(points[picks], axis=0), np.unique(distinct, axis=0)
+    )
+
+
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf, 1e19])
+def test_coreset_rejects_non_finite_or_huge(bad_value):
+    points = np.random.default_rng(10).normal(size=(3000, 8)).astype(np.float32)
+    points[42, 3] = bad_value
+    with pytest.raises(ValueError, match="coreset embeddings"):
+        greedy_coreset_indices(points, ratio=0.1)
+
+
+@pytest.mark.parametrize("bad_value", [np.nan, -np.inf, 1e19])
+def test_knn_rejects_non_finite_or_huge(bad_value):
+    rng = np.random.default_rng(11)
+    bank = rng.normal(size=(2000, 8)).astype(np.float32)
+    queries = rng.normal(size=(3, 50, 8)).astype(np.float32)
+    index = NearestNeighbourIndex().fit(bank)
+    queries[1, 7, 2] = bad_value
+    with pytest.raises(ValueError, match="query embeddings"):
+        index.largest_per_group(queries)
+    with pytest.raises(ValueError, match="query embeddings"):
+        index.search(queries.reshape(-1, 8))
+    bank[5, 0] = bad_value
+    with pytest.raises(ValueError, match="memory-bank embeddings"):
+        NearestNeighbourIndex().fit(bank)
+
+
+def test_largest_per_group_one_large_list():
+    # Many identical memory-bank rows form one large k-means list.
+    rng = np.random.default_rng(12)
+    bank = np.vstack([np.ones((6000, 8)), rng.normal(size=(2000, 8))])
+    queries = np.ones((10, 1000, 8)) + rng.normal(0, 0.01, size=(10, 1000, 8))
+    bank, queries = bank.astype(np.float32), queries.astype(np.float32)
+    index = NearestNeighbourIndex().fit(bank)
+    expected = index.search(queries.reshape(-1, 8))[0].reshape(10, 1000).max(axis=1)
+    np.testing.assert_allclose(
+        index.largest_per_group(queries), expected, rtol=1e-5, atol=0.01
+    )

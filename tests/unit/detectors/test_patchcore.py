@@ -93,6 +93,11 @@ def test_derived_features_cached_per_name(extractor, tiny_category):
     )
     extractor.derived_features(samples[:1], "doubled-again", doubled_first_layer)
     assert batch_sizes == [3, 1]
+    # Cached rows are copies, so one row does not keep its whole batch in memory.
+    assert all(
+        extractor.cache.get(f"doubled:{extractor._key(s)}")[0].base is None
+        for s in samples
+    )
     np.testing.assert_array_equal(reversed_order, first[::-1])
     np.testing.assert_array_equal(first, 2 * extractor.layer_maps(samples)[0])
 
