@@ -25,8 +25,8 @@ BOUND_ROUNDING = 1e-5
 MAX_ABS_VALUE = 1e15
 
 
-def check_embeddings(array: np.ndarray, what: str) -> None:
-    """Raise ValueError when ``array`` holds NaN, inf or values too large.
+def check_embeddings(array: np.ndarray, description: str) -> None:
+    """Raise ValueError when ``array`` contains NaN, inf or values too large.
 
     Squared distances of values above ``MAX_ABS_VALUE`` overflow float32, and
     faiss aborts the process on them instead of raising.
@@ -36,13 +36,13 @@ def check_embeddings(array: np.ndarray, what: str) -> None:
     largest = max(float(array.max()), -float(array.min()))
     if not np.isfinite(largest):
         msg = (
-            f"{what} contain NaN or infinite values; check the backbone weights "
+            f"{description} contain NaN or infinite values; check the backbone weights "
             "and the input images"
         )
         raise ValueError(msg)
     if largest > MAX_ABS_VALUE:
         msg = (
-            f"{what} reach {largest:.3g} in absolute value, above the "
+            f"{description} reach {largest:.3g} in absolute value, above the "
             f"{MAX_ABS_VALUE:g} whose squared distances fit in float32; check the "
             "backbone weights or scale the features down"
         )
@@ -228,7 +228,7 @@ class InvertedLists:
         counts = np.bincount(nearest_list[:, 0], minlength=len(self.bounds) - 1)
         query_bounds = np.concatenate([[0], np.cumsum(counts)])
         # torch's gather avoids the page faults of numpy's fancy indexing into
-        # a fresh array of this size (about 7x faster on 136k x 152).
+        # a fresh array of this size (0.03 s against up to 0.2 s on 136k x 152).
         sorted_queries = torch.from_numpy(queries).index_select(0, order)  # (Q, D)
         query_norms = torch.einsum("ij,ij->i", sorted_queries, sorted_queries)
         bounds = torch.full((len(queries),), float("inf"))
