@@ -17,7 +17,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from baaf.runner import run_experiment
+from baaf.runner import INPUT_ERRORS, run_experiment
 
 logger = logging.getLogger("run")
 
@@ -26,7 +26,12 @@ logger = logging.getLogger("run")
 def main(cfg: DictConfig) -> float | None:
     """Run the experiment in Hydra's output folder; return the image AUROC."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    metrics = run_experiment(cfg, run_dir)
+    try:
+        metrics = run_experiment(cfg, run_dir)
+    except INPUT_ERRORS:
+        # run_experiment has logged the message; exiting here keeps Hydra from
+        # printing the traceback after it.
+        raise SystemExit(1) from None
     print((run_dir / "results.txt").read_text())
     print(f"run folder: {run_dir}")
     return metrics.get("image_auroc")

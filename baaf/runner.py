@@ -35,6 +35,7 @@ from datasets.base import CategoryData, Sample
 from datasets.corruption import corrupt
 from datasets.image_io import check_readable, read_mask
 from detectors import build_detector_factory
+from detectors.backbones import BackboneWeightsError
 from detectors.base import Prediction
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,10 @@ CONFIG_KEYS = {
     "baaf": {"enabled", "bags", "votes", "normalisation"},
     "corruption": {"ratio", "ratio_base", "overlap", "mode", "seed"},
 }
+
+
+# Errors caused by the settings or the data, whose messages name what to fix.
+INPUT_ERRORS = (ValueError, FileNotFoundError, BackboneWeightsError)
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -139,6 +144,19 @@ def load_data(cfg: DictConfig, cache_dir: Path) -> CategoryData:
     options = {} if options is None else OmegaConf.to_container(options, resolve=True)
     root = _absolute(dataset.root)
     return load_category(str(dataset.name), root, str(dataset.category), **options)
+
+
+def check_detector_settings(cfg: DictConfig, factory) -> None:
+    """Raise ValueError for an invalid detector setting, before any image is read."""
+    try:
+        factory(0).check_settings()
+    except ValueError as error:
+        name = cfg.detector.name
+        msg = (
+            f"{error} (detector={name}: change it in conf/detector/{name}.yaml or "
+            "override it on the command line as detector.<setting>=<value>)"
+        )
+        raise ValueError(msg) from None
 
 
 def check_bag_count(cfg: DictConfig, data: CategoryData) -> None:
@@ -260,8 +278,8 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         validate_config(cfg)
-    except ValueError:
-        logger.exception("invalid config, nothing was run")
+    except ValueError as error:
+        logger.error("invalid config, nothing was run: %s", error)
         raise
     resolved = OmegaConf.to_container(cfg, resolve=True)
     logger.info("git commit %s", _git_commit())
@@ -280,6 +298,11 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         metrics = _run_steps(cfg, run_dir, resolved, tracker)
         metrics["elapsed_s"] = round(time.perf_counter() - started, 1)
         tracker.log(metrics)
+    except INPUT_ERRORS as error:
+        # The message names the value to fix; a traceback would bury it.
+        logger.error("run failed: %s", error)
+        tracker.finish(exit_code=1)
+        raise
     except BaseException:
         logger.exception("run failed")
         tracker.finish(exit_code=1)
@@ -291,6 +314,8 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 def _run_steps(
     cfg: DictConfig, run_dir: Path, resolved: dict, tracker: ExperimentTracker
 ) -> dict[str, Any]:
+    factory = build_detector_factory(cfg.detector, seed=int(cfg.seed))
+    check_detector_settings(cfg, factory)
     cache_dir = data_cache_dir(cfg)
     clean = load_data(cfg, cache_dir)
     # Check every file before the manifest is written, so that fixing a broken
@@ -315,7 +340,6 @@ def _run_steps(
         len(data.test),
     )
 
-    factory = build_detector_factory(cfg.detector, seed=int(cfg.seed))
     filter_result = None
     kept = data.train
     if cfg.baaf.enabled:

@@ -289,17 +289,21 @@ class AnomalyDINO(AnomalyDetector):
         tokens = maps.reshape(n_images, n_dims, -1).transpose(0, 2, 1)
         return np.ascontiguousarray(tokens), (height, width)
 
-    def fit(self, samples: Sequence[Sample]) -> AnomalyDINO:
-        """Store the normalised patch tokens of ``samples`` as the memory bank."""
-        if len(samples) == 0:
-            msg = "AnomalyDINO.fit needs at least one training image, got none"
-            raise ValueError(msg)
+    def check_settings(self) -> None:
+        """Raise ValueError for an invalid AnomalyDINO setting."""
         if not 0.0 < self.top_share <= 1.0:
             msg = (
                 f"AnomalyDINO top_share must be in (0, 1], got {self.top_share}; "
                 "0.01 averages the top 1% of patch distances"
             )
             raise ValueError(msg)
+
+    def fit(self, samples: Sequence[Sample]) -> AnomalyDINO:
+        """Store the normalised patch tokens of ``samples`` as the memory bank."""
+        if len(samples) == 0:
+            msg = "AnomalyDINO.fit needs at least one training image, got none"
+            raise ValueError(msg)
+        self.check_settings()
         tokens, grid = self.embed(samples)
         flat = tokens.reshape(-1, tokens.shape[-1])  # (N*h*w, D)
         self.memory_bank_ = l2_normalise(flat)

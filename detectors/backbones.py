@@ -51,6 +51,15 @@ class BackboneWeightsError(RuntimeError):
     """Pretrained weights for a backbone could not be loaded."""
 
 
+def _invalid_layers(name: str, layers: list[int] | tuple[int, ...]) -> ValueError:
+    stages = timm.create_model(name, pretrained=False, features_only=True)
+    valid = list(range(len(stages.feature_info)))
+    return ValueError(
+        f"backbone layers {list(layers)} are invalid for {name}, whose feature "
+        f"stages are {valid}; set detector.backbone.layers to one or more of them"
+    )
+
+
 def create_backbone(
     name: str, layers: list[int] | tuple[int, ...], weights: str = "auto"
 ) -> torch.nn.Module:
@@ -83,13 +92,18 @@ def create_backbone(
             "for example 'tf_efficientnet_lite0' or 'wide_resnet50_2'"
         )
         raise ValueError(msg)
+    if not layers:
+        raise _invalid_layers(name, layers)
     source = _resolve_source(name, weights)
-    model = timm.create_model(
-        name,
-        pretrained=source == "hub",
-        features_only=True,
-        out_indices=tuple(layers),
-    )
+    try:
+        model = timm.create_model(
+            name,
+            pretrained=source == "hub",
+            features_only=True,
+            out_indices=tuple(layers),
+        )
+    except IndexError:
+        raise _invalid_layers(name, layers) from None
     if source == "package":
         _load_state_dict_in_order(model, _package_state_dict(name), name)
     elif source not in ("hub", "none"):

@@ -54,6 +54,12 @@ class AnomalyDetector(ABC):
     def predict(self, samples: Sequence[Sample]) -> Prediction:
         """Score ``samples``; return image scores and, where available, maps."""
 
+    def check_settings(self) -> None:  # noqa: B027 (a no-op for detectors without settings)
+        """Raise ValueError when a setting is invalid, before any image is read.
+
+        Detectors override it with their own checks; ``fit`` runs them too.
+        """
+
     def score(self, samples: Sequence[Sample]) -> np.ndarray:
         """Return image scores of shape (n_samples,) only.
 

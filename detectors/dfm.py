@@ -182,6 +182,10 @@ class DFM(AnomalyDetector):
                 "use fewer BAAF bags or a larger training set"
             )
             raise ValueError(msg)
+        self.check_settings()
+
+    def check_settings(self) -> None:
+        """Raise ValueError for an invalid DFM setting."""
         if self.score_type not in SCORE_TYPES:
             msg = (
                 f"DFM score_type must be one of {SCORE_TYPES}, got {self.score_type!r}"

@@ -40,7 +40,7 @@ from datasets.base import Sample
 from detectors.coreset import greedy_coreset_indices
 from detectors.features import FeatureExtractor
 from detectors.knn import NearestNeighbourIndex
-from detectors.patchcore import PatchCore
+from detectors.patchcore import PatchCore, check_memory_bank_size
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +199,7 @@ class InReaCh(PatchCore):
             nominal_bank, self.coreset_ratio, self.projection_dim, self.seed
         )
         self.memory_bank_ = nominal_bank[picks]
+        check_memory_bank_size(len(self.memory_bank_), self.num_neighbors)
         self.index_ = NearestNeighbourIndex(self.faiss_device).fit(self.memory_bank_)
         logger.info(
             "InReaCh memory bank: %d images, %d of %d patches nominal, %d after "
@@ -268,6 +269,11 @@ class InReaCh(PatchCore):
         if n_images == 0:
             msg = "InReaCh.fit needs at least one training image, got none"
             raise ValueError(msg)
+        self.check_settings()
+
+    def check_settings(self) -> None:
+        """Raise ValueError for an invalid InReaCh or PatchCore setting."""
+        super().check_settings()
         if self.partners_per_image < 1:
             msg = (
                 f"InReaCh partners_per_image must be at least 1, got "

@@ -248,10 +248,8 @@ class PaDiM(AnomalyDetector):
         rng = np.random.default_rng(self.seed)
         return np.sort(rng.choice(n_available, size=self.n_features, replace=False))
 
-    def _check_parameters(self, n_images: int) -> None:
-        if n_images == 0:
-            msg = "PaDiM.fit needs at least one training image, got none"
-            raise ValueError(msg)
+    def check_settings(self) -> None:
+        """Raise ValueError for an invalid PaDiM setting."""
         if self.n_features < 1:
             msg = f"PaDiM n_features must be at least 1, got {self.n_features}"
             raise ValueError(msg)
@@ -261,6 +259,12 @@ class PaDiM(AnomalyDetector):
                 f"{self.covariance_ridge}; 0.01 is the usual value"
             )
             raise ValueError(msg)
+
+    def _check_parameters(self, n_images: int) -> None:
+        if n_images == 0:
+            msg = "PaDiM.fit needs at least one training image, got none"
+            raise ValueError(msg)
+        self.check_settings()
         if n_images == 1:
             warnings.warn(
                 "PaDiM fitted on a single image: every covariance is the ridge "

@@ -72,6 +72,16 @@ def patch_embeddings(
     return embeddings.contiguous().numpy(), (int(target[0]), int(target[1]))
 
 
+def check_memory_bank_size(n_rows: int, num_neighbors: int) -> None:
+    """Raise ValueError when the memory bank has fewer rows than ``num_neighbors``."""
+    if num_neighbors > n_rows:
+        msg = (
+            f"num_neighbors={num_neighbors} exceeds the {n_rows} rows of the memory "
+            "bank; lower num_neighbors, raise coreset_ratio or train on more images"
+        )
+        raise ValueError(msg)
+
+
 class PatchCore(AnomalyDetector):
     """PatchCore anomaly detector on a shared, cached feature extractor.
 
@@ -140,17 +150,57 @@ class PatchCore(AnomalyDetector):
         n_images, height, width, dim = grids.shape  # (N, h, w, D)
         return grids.reshape(n_images, height * width, dim), (height, width)
 
+    def check_settings(self) -> None:
+        """Raise ValueError for an invalid PatchCore setting."""
+        if not 0.0 < self.coreset_ratio <= 1.0:
+            msg = (
+                f"PatchCore coreset_ratio must be in (0, 1], got "
+                f"{self.coreset_ratio}; 0.1 keeps 10% of the patch embeddings"
+            )
+            raise ValueError(msg)
+        if self.projection_dim < 0:
+            msg = (
+                f"PatchCore projection_dim must be >= 0 (0 turns the projection "
+                f"off), got {self.projection_dim}"
+            )
+            raise ValueError(msg)
+        if self.embedding_dim is not None and self.embedding_dim < 1:
+            msg = (
+                f"PatchCore embedding_dim must be at least 1 or null (all "
+                f"channels), got {self.embedding_dim}"
+            )
+            raise ValueError(msg)
+        if self.aggregation_kernel < 1 or self.aggregation_kernel % 2 == 0:
+            msg = (
+                f"PatchCore aggregation_kernel must be an odd number >= 1, got "
+                f"{self.aggregation_kernel}; an even kernel shifts the patch grid"
+            )
+            raise ValueError(msg)
+        if self.num_neighbors < 1:
+            msg = (
+                f"PatchCore num_neighbors must be at least 1, got {self.num_neighbors}"
+            )
+            raise ValueError(msg)
+        if self.smoothing_sigma < 0:
+            msg = (
+                f"PatchCore smoothing_sigma must be >= 0 (0 turns smoothing off), "
+                f"got {self.smoothing_sigma}"
+            )
+            raise ValueError(msg)
+
     def fit(self, samples: Sequence[Sample]) -> PatchCore:
         """Build the memory bank from the patches of ``samples``."""
         if len(samples) == 0:
             msg = "PatchCore.fit needs at least one training image, got none"
             raise ValueError(msg)
+        self.check_settings()
         embeddings, _ = self.embed(samples)
         bank = embeddings.reshape(-1, embeddings.shape[-1])  # (N*h*w, D)
         picks = greedy_coreset_indices(
             bank, self.coreset_ratio, self.projection_dim, self.seed
         )
         self.memory_bank_ = bank[picks]
+        check_memory_bank_size(len(self.memory_bank_), self.num_neighbors)
         self.index_ = NearestNeighbourIndex(self.faiss_device).fit(self.memory_bank_)
         logger.info(
             "memory bank: %d images, %d patches -> %d after coreset",

@@ -198,10 +198,9 @@ class SoftPatch(PatchCore):
         ]
         return torch.cat(factors).T.double().numpy()  # (N, P)
 
-    def _check_parameters(self, n_images: int) -> None:
-        if n_images == 0:
-            msg = "SoftPatch.fit needs at least one training image, got none"
-            raise ValueError(msg)
+    def check_settings(self) -> None:
+        """Raise ValueError for an invalid SoftPatch or PatchCore setting."""
+        super().check_settings()
         if not 0.0 <= self.noise_share < 1.0:
             msg = (
                 f"SoftPatch noise_share must be in [0, 1), got {self.noise_share}; "
@@ -213,6 +212,12 @@ class SoftPatch(PatchCore):
                 f"SoftPatch lof_neighbors must be at least 1, got {self.lof_neighbors}"
             )
             raise ValueError(msg)
+
+    def _check_parameters(self, n_images: int) -> None:
+        if n_images == 0:
+            msg = "SoftPatch.fit needs at least one training image, got none"
+            raise ValueError(msg)
+        self.check_settings()
         if n_images == 1:
             warnings.warn(
                 "SoftPatch fitted on a single image: LOF needs two or more images, "

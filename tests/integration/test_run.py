@@ -107,6 +107,46 @@ def test_invalid_settings_stop_before_training(tmp_path, override, message):
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["detector.num_neighbors=0"], "num_neighbors must be at least 1, got 0"),
+        (["detector.coreset_ratio=0"], "coreset_ratio must be in \\(0, 1\\], got 0"),
+        (["detector.aggregation_kernel=2"], "aggregation_kernel must be an odd"),
+        (["detector.embedding_dim=-1"], "embedding_dim must be at least 1 or null"),
+        (["detector.backbone.layers=[2,9]"], "stages are \\[0, 1, 2, 3, 4\\]"),
+        (["detector=padim", "detector.n_features=0"], "n_features must be at least 1"),
+        (["detector=dfm", "detector.n_components=0"], "n_components must be an int"),
+        (["detector=softpatch", "detector.noise_share=1.5"], "noise_share must be"),
+        (["detector=inreach", "detector.distance_quantile=0"], "distance_quantile"),
+    ],
+)
+def test_invalid_detector_settings_stop_before_data(tmp_path, overrides, message):
+    cfg = compose_config(tmp_path, overrides)
+    with pytest.raises(ValueError, match=message):
+        run_experiment(cfg, tmp_path / "run")
+    # The synthetic category and its manifest are written on first use.
+    assert not (tmp_path / "cache").exists()
+
+
+def test_run_py_input_error_without_traceback(tmp_path):
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "run.py"),
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        *TINY_SYNTHETIC,
+        "detector.num_neighbors=0",
+    ]
+    completed = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 1
+    assert "num_neighbors must be at least 1, got 0" in output
+    assert "Traceback" not in output
+
+
 def test_missing_dataset_root_named(tmp_path):
     missing = tmp_path / "nowhere"
     cfg = compose_config(

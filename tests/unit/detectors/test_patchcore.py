@@ -169,3 +169,9 @@ def test_score_equals_predicted_image_scores(extractor, tiny_category):
         np.testing.assert_allclose(
             model.score(test), model.predict(test).image_scores, rtol=1e-5
         )
+
+
+def test_num_neighbors_above_memory_bank_rejected(extractor, tiny_category):
+    model = PatchCore(extractor, coreset_ratio=0.01, num_neighbors=100_000)
+    with pytest.raises(ValueError, match="num_neighbors=100000 exceeds the"):
+        model.fit(tiny_category.train[:2])
