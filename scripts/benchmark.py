@@ -38,6 +38,7 @@ import torch
 from baaf.filter import BaggingAnomalyFilter
 from datasets import load_category
 from datasets.corruption import corrupt
+from detectors.backbones import create_backbone
 from detectors.coreset import greedy_coreset_indices
 from detectors.features import FeatureExtractor
 from detectors.patchcore import PatchCore
@@ -46,28 +47,57 @@ logger = logging.getLogger("benchmark")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument(
-        "--root", default="../shared/data/mvtec_ad", help="MVTec AD root"
+        "--root",
+        default="../shared/data/mvtec_ad",
+        help="dataset root folder; the default is the real MVTec AD data beside "
+        "the repository, a run of a few minutes on 2 cores",
     )
     parser.add_argument("--category", default="bottle", help="category name")
     parser.add_argument("--dataset", default="mvtec_ad", help="dataset loader name")
-    parser.add_argument("--ratio", type=float, default=0.1, help="injected share")
     parser.add_argument(
-        "--coreset-ratio", type=float, default=0.1, help="coreset share"
+        "--ratio",
+        type=float,
+        default=0.1,
+        help="share of the corrupted training set that is injected anomalies, "
+        "in [0, 1)",
+    )
+    parser.add_argument(
+        "--coreset-ratio",
+        type=float,
+        default=0.1,
+        help="share of patch embeddings kept in the memory bank, in (0, 1]",
     )
     parser.add_argument("--backbone", default="tf_efficientnet_lite0", help="timm name")
     parser.add_argument(
         "--layers", default="2,3", help="timm out_indices, comma separated"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of bags and coreset")
-    parser.add_argument("--cache-dir", default=None, help="manifest cache folder")
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="folder for the corruption manifest; a new temporary folder when unset",
+    )
     parser.add_argument(
         "--repeats", type=int, default=3, help="inference runs per model (median)"
     )
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    if not 0.0 <= args.ratio < 1.0:
+        parser.error(f"--ratio must be in [0, 1), got {args.ratio}")
+    if not 0.0 < args.coreset_ratio <= 1.0:
+        parser.error(f"--coreset-ratio must be in (0, 1], got {args.coreset_ratio}")
+    try:
+        args.layers = tuple(int(layer) for layer in args.layers.split(","))
+    except ValueError:
+        parser.error(
+            f"--layers must be integers separated by commas, got {args.layers!r}"
+        )
     return args
 
 
@@ -133,9 +163,13 @@ def time_inference(
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    layers = tuple(int(layer) for layer in args.layers.split(","))
+    layers = args.layers
     cache_dir = Path(args.cache_dir or tempfile.mkdtemp(prefix="baaf-bench-"))
-    clean = load_category(args.dataset, Path(args.root), args.category)
+    try:
+        create_backbone(args.backbone, layers, weights="none")
+        clean = load_category(args.dataset, Path(args.root), args.category)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"error: {error}") from None
     data, _ = corrupt(clean, args.ratio, args.seed, cache_dir)
     train, test = data.train, data.test
 
@@ -187,7 +221,7 @@ def print_table(
     print(
         f"{args.dataset}/{args.category}: {n_train} training images "
         f"({args.ratio:.0%} injected), {n_test} test images; {args.backbone} "
-        f"layers {args.layers}, coreset {args.coreset_ratio}; "
+        f"layers {','.join(map(str, args.layers))}, coreset {args.coreset_ratio}; "
         f"{os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{platform.processor() or platform.machine()}"
     )

@@ -28,8 +28,31 @@ def test_benchmark_times_every_phase(synthetic_root, tmp_path, capsys):
     assert "1.00x" in table
 
 
-def test_benchmark_rejects_zero_repeats(capsys):
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--repeats", "0"], "--repeats must be at least 1, got 0"),
+        (["--ratio", "1.5"], "--ratio must be in [0, 1), got 1.5"),
+        (["--coreset-ratio", "0"], "--coreset-ratio must be in (0, 1], got 0.0"),
+        (["--layers", "2,x"], "--layers must be integers separated by commas"),
+    ],
+)
+def test_benchmark_rejects_invalid_arguments(arguments, message, capsys):
     with pytest.raises(SystemExit) as stop:
-        benchmark.parse_args(["--repeats", "0"])
+        benchmark.parse_args(arguments)
     assert stop.value.code == 2
-    assert "--repeats must be at least 1, got 0" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
+
+
+def test_benchmark_missing_root_named(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(SystemExit, match="root folder not found: .*nowhere"):
+        benchmark.main(["--root", str(missing), "--cache-dir", str(tmp_path)])
+
+
+def test_benchmark_invalid_layers_named(synthetic_root, tmp_path):
+    with pytest.raises(SystemExit, match="stages are \\[0, 1, 2, 3, 4\\]"):
+        benchmark.main(
+            ["--root", str(synthetic_root), "--category", "tiny", "--layers", "2,9"]
+            + ["--cache-dir", str(tmp_path)]
+        )
