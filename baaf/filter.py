@@ -134,7 +134,8 @@ class BaggingAnomalyFilter:
             )
             threshold_rows.extend({"vote": vote, **row} for row in thresholds)
             logger.info(
-                "vote %d/%d: %d of %d samples flagged (%.1f s)",
+                "vote %d (%d of %d): %d of %d samples flagged (%.1f s)",
+                vote,
                 vote + 1,
                 self.n_votes,
                 int(flagged.sum()),
@@ -180,12 +181,15 @@ class BaggingAnomalyFilter:
             detector = self.detector_factory(bag)
             detector.fit([samples[i] for i in in_bag])
             raw[bag, out_of_bag] = detector.score([samples[i] for i in out_of_bag])
+            # Vote and bag ids count from 0, as in bags.csv; the model count
+            # shows progress.
             logger.info(
-                "vote %d/%d bag %d/%d: trained on %d, scored %d out-of-bag",
-                vote + 1,
-                self.n_votes,
-                bag + 1,
-                self.n_bags,
+                "vote %d, bag %d (bag model %d of %d): trained on %d, scored %d "
+                "out-of-bag",
+                vote,
+                bag,
+                vote * self.n_bags + bag + 1,
+                self.n_votes * self.n_bags,
                 len(in_bag),
                 len(out_of_bag),
             )

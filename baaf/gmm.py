@@ -25,14 +25,11 @@ Degenerate inputs get a fallback threshold and a ``FilterFallbackWarning``:
 
 from __future__ import annotations
 
-import logging
 import math
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
-
-logger = logging.getLogger(__name__)
 
 MIN_SCORES = 5
 VARIANCE_FLOOR = 1e-6
@@ -315,5 +312,4 @@ def _log_normal(x: np.ndarray, mean: np.ndarray, variance: np.ndarray) -> np.nda
 
 
 def _warn(message: str) -> None:
-    logger.warning("mixture threshold fallback: %s", message)
     warnings.warn(message, FilterFallbackWarning, stacklevel=3)

@@ -275,6 +275,9 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    # Warnings (mixture fallbacks, detector notes) go through logging, so each
+    # is printed once and kept in run.log.
+    logging.captureWarnings(True)
     started = time.perf_counter()
     try:
         validate_config(cfg)
