@@ -29,6 +29,7 @@ from baaf.metrics import (
     prepare_pixel_arrays,
 )
 from baaf.reporting import format_results_table, save_run_outputs
+from baaf.settings import check_detector_config, check_run_settings
 from baaf.tracking import ExperimentTracker
 from datasets import load_category
 from datasets.base import CategoryData, Sample
@@ -62,6 +63,8 @@ def validate_config(cfg: DictConfig) -> None:
         Naming the setting, the value received and the allowed range.
     """
     _check_dataset_given(cfg)
+    check_run_settings(cfg)
+    check_detector_config(cfg.detector)
     for group, allowed in CONFIG_KEYS.items():
         unknown = set(cfg[group]) - allowed
         if unknown:
@@ -153,8 +156,8 @@ def check_detector_settings(cfg: DictConfig, factory) -> None:
     except ValueError as error:
         name = cfg.detector.name
         msg = (
-            f"{error} (detector={name}: change it in conf/detector/{name}.yaml or "
-            "override it on the command line as detector.<setting>=<value>)"
+            f"{error} (detector={name}: each setting is detector.<name of the "
+            f"setting> on the command line, defaults in conf/detector/{name}.yaml)"
         )
         raise ValueError(msg) from None
 

@@ -56,7 +56,7 @@ def _invalid_layers(name: str, layers: list[int] | tuple[int, ...]) -> ValueErro
     valid = list(range(len(stages.feature_info)))
     return ValueError(
         f"backbone layers {list(layers)} are invalid for {name}, whose feature "
-        f"stages are {valid}; set detector.backbone.layers to one or more of them"
+        f"stages are {valid}; pick one or more of them"
     )
 
 

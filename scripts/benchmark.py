@@ -88,6 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
     if not 0.0 <= args.ratio < 1.0:
         parser.error(f"--ratio must be in [0, 1), got {args.ratio}")
     if not 0.0 < args.coreset_ratio <= 1.0:
@@ -164,13 +166,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     layers = args.layers
-    cache_dir = Path(args.cache_dir or tempfile.mkdtemp(prefix="baaf-bench-"))
     try:
         create_backbone(args.backbone, layers, weights="none")
         clean = load_category(args.dataset, Path(args.root), args.category)
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"error: {error}") from None
-    data, _ = corrupt(clean, args.ratio, args.seed, cache_dir)
+    # Without --cache-dir the manifest goes to a folder removed after use.
+    with tempfile.TemporaryDirectory(prefix="baaf-bench-") as scratch:
+        cache_dir = Path(args.cache_dir or scratch)
+        data, _ = corrupt(clean, args.ratio, args.seed, cache_dir)
     train, test = data.train, data.test
 
     def new_extractor() -> FeatureExtractor:

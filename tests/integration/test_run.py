@@ -98,6 +98,17 @@ def test_two_detectors_share_one_manifest(tmp_path):
         ("baaf.bags=500", "baaf.bags=500 is more than the"),
         ("baaf.bags=four", "baaf.bags must be a number, got 'four'"),
         ("+baaf.bag=3", "unknown setting baaf.bag"),
+        ("seed=1.5", "seed must be a whole number >= 0, got 1.5"),
+        ("baaf.enabled='false'", "baaf.enabled must be true or false"),
+        ("detector.num_neighbors=null", "detector.num_neighbors must be a whole"),
+        ("detector.coreset_ratio=[1,2]", "detector.coreset_ratio must be a number"),
+        ("detector.backbone.layers=abc", "detector.backbone.layers must be a list"),
+        ("detector.batch_size=0", "detector.batch_size must be at least 1, got 0"),
+        ("detector.input_size=300", "detector.input_size=300 must not exceed"),
+        ("detector.device=nonsense", "detector.device must be cpu, cuda or"),
+        ("detector.faiss_device=gpu", "detector.faiss_device must be cpu, cuda"),
+        ("detector.smoothing_sigma=1e9", "exceeds the input size of 112 pixels"),
+        ("detector.feature_cache_mb=-1", "detector.feature_cache_mb must be >= 0"),
     ],
 )
 def test_invalid_settings_stop_before_training(tmp_path, override, message):

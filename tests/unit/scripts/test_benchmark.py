@@ -35,6 +35,7 @@ def test_benchmark_times_every_phase(synthetic_root, tmp_path, capsys):
         (["--ratio", "1.5"], "--ratio must be in [0, 1), got 1.5"),
         (["--coreset-ratio", "0"], "--coreset-ratio must be in (0, 1], got 0.0"),
         (["--layers", "2,x"], "--layers must be integers separated by commas"),
+        (["--seed", "-1"], "--seed must be >= 0, got -1"),
     ],
 )
 def test_benchmark_rejects_invalid_arguments(arguments, message, capsys):
