@@ -7,9 +7,13 @@ new, unfitted detector. Frozen-backbone detectors built by one factory share one
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
+
+from omegaconf import OmegaConf
 
 from detectors.base import AnomalyDetector, Prediction
 from detectors.features import FeatureCache, FeatureExtractor
@@ -46,66 +50,11 @@ def build_feature_extractor(config: Any) -> FeatureExtractor:
     )
 
 
-def _patchcore_factory(config: Any, seed: int) -> DetectorFactory:
-    from detectors.patchcore import PatchCore
+def build_token_extractor(config: Any):
+    """Create the shared ViT token extractor of an AnomalyDINO config."""
+    from detectors.anomalydino import ViTTokenExtractor
 
-    extractor = build_feature_extractor(config)
-
-    def make(bag: int) -> AnomalyDetector:
-        return PatchCore(
-            extractor,
-            coreset_ratio=float(config.coreset_ratio),
-            projection_dim=int(config.projection_dim),
-            embedding_dim=config.embedding_dim,
-            aggregation_kernel=int(config.aggregation_kernel),
-            num_neighbors=int(config.num_neighbors),
-            smoothing_sigma=float(config.smoothing_sigma),
-            faiss_device=str(config.faiss_device),
-            seed=seed,
-        )
-
-    return make
-
-
-def _padim_factory(config: Any, seed: int) -> DetectorFactory:
-    from detectors.padim import PaDiM
-
-    extractor = build_feature_extractor(config)
-
-    def make(bag: int) -> AnomalyDetector:
-        return PaDiM(
-            extractor,
-            n_features=int(config.n_features),
-            covariance_ridge=float(config.covariance_ridge),
-            smoothing_sigma=float(config.smoothing_sigma),
-            seed=seed,
-        )
-
-    return make
-
-
-def _dfm_factory(config: Any, seed: int) -> DetectorFactory:
-    from detectors.dfm import DFM
-
-    extractor = build_feature_extractor(config)
-    layer = None if config.layer is None else int(config.layer)
-
-    def make(bag: int) -> AnomalyDetector:
-        return DFM(
-            extractor,
-            layer=layer,
-            n_components=config.n_components,
-            score_type=str(config.score_type),
-            smoothing_sigma=float(config.smoothing_sigma),
-        )
-
-    return make
-
-
-def _anomalydino_factory(config: Any, seed: int) -> DetectorFactory:
-    from detectors.anomalydino import AnomalyDINO, ViTTokenExtractor
-
-    extractor = ViTTokenExtractor(
+    return ViTTokenExtractor(
         backbone=config.backbone.name,
         weights=str(config.backbone.weights),
         resize=int(config.resize),
@@ -115,76 +64,28 @@ def _anomalydino_factory(config: Any, seed: int) -> DetectorFactory:
         cache=FeatureCache(max_memory_mb=float(config.feature_cache_mb)),
     )
 
-    def make(bag: int) -> AnomalyDetector:
-        return AnomalyDINO(
-            extractor,
-            top_share=float(config.top_share),
-            masking=bool(config.masking),
-            mask_threshold=float(config.mask_threshold),
-            smoothing_sigma=float(config.smoothing_sigma),
-            faiss_device=str(config.faiss_device),
-        )
 
-    return make
-
-
-def _softpatch_factory(config: Any, seed: int) -> DetectorFactory:
-    from detectors.softpatch import SoftPatch
-
-    extractor = build_feature_extractor(config)
-
-    def make(bag: int) -> AnomalyDetector:
-        return SoftPatch(
-            extractor,
-            noise_share=float(config.noise_share),
-            lof_neighbors=int(config.lof_neighbors),
-            soft_weighting=bool(config.soft_weighting),
-            coreset_ratio=float(config.coreset_ratio),
-            projection_dim=int(config.projection_dim),
-            embedding_dim=config.embedding_dim,
-            aggregation_kernel=int(config.aggregation_kernel),
-            smoothing_sigma=float(config.smoothing_sigma),
-            faiss_device=str(config.faiss_device),
-            seed=seed,
-        )
-
-    return make
-
-
-def _inreach_factory(config: Any, seed: int) -> DetectorFactory:
-    from detectors.inreach import InReaCh
-
-    extractor = build_feature_extractor(config)
-    radius = config.position_radius
-
-    def make(bag: int) -> AnomalyDetector:
-        return InReaCh(
-            extractor,
-            partners_per_image=int(config.partners_per_image),
-            distance_quantile=float(config.distance_quantile),
-            position_radius=None if radius is None else int(radius),
-            min_matches=int(config.min_matches),
-            coreset_ratio=float(config.coreset_ratio),
-            projection_dim=int(config.projection_dim),
-            embedding_dim=config.embedding_dim,
-            aggregation_kernel=int(config.aggregation_kernel),
-            num_neighbors=int(config.num_neighbors),
-            smoothing_sigma=float(config.smoothing_sigma),
-            faiss_device=str(config.faiss_device),
-            seed=seed,
-        )
-
-    return make
-
-
-FACTORIES: dict[str, Callable[[Any, int], DetectorFactory]] = {
-    "patchcore": _patchcore_factory,
-    "padim": _padim_factory,
-    "dfm": _dfm_factory,
-    "anomalydino": _anomalydino_factory,
-    "softpatch": _softpatch_factory,
-    "inreach": _inreach_factory,
+# Detector name -> (module, class). Every key of conf/detector/<name>.yaml other
+# than EXTRACTOR_KEYS is a constructor argument of the class, by the same name.
+DETECTORS = {
+    "patchcore": ("detectors.patchcore", "PatchCore"),
+    "padim": ("detectors.padim", "PaDiM"),
+    "dfm": ("detectors.dfm", "DFM"),
+    "anomalydino": ("detectors.anomalydino", "AnomalyDINO"),
+    "softpatch": ("detectors.softpatch", "SoftPatch"),
+    "inreach": ("detectors.inreach", "InReaCh"),
 }
+EXTRACTOR_KEYS = frozenset(
+    {
+        "name",
+        "backbone",
+        "resize",
+        "input_size",
+        "batch_size",
+        "device",
+        "feature_cache_mb",
+    }
+)
 
 
 def build_detector_factory(config: Any, seed: int) -> DetectorFactory:
@@ -198,7 +99,24 @@ def build_detector_factory(config: Any, seed: int) -> DetectorFactory:
         Seed for the detectors' own randomness (coreset, channel subsets).
     """
     name = config.name
-    if name not in FACTORIES:
-        msg = f"unknown detector {name!r}; available: {', '.join(sorted(FACTORIES))}"
+    if name not in DETECTORS:
+        msg = f"unknown detector {name!r}; available: {', '.join(sorted(DETECTORS))}"
         raise ValueError(msg)
-    return FACTORIES[name](config, seed)
+    module, class_name = DETECTORS[name]
+    detector_class = getattr(importlib.import_module(module), class_name)
+    settings = {
+        key: value
+        for key, value in OmegaConf.to_container(config, resolve=True).items()
+        if key not in EXTRACTOR_KEYS
+    }
+    if "seed" in inspect.signature(detector_class).parameters:
+        settings["seed"] = seed
+    if name == "anomalydino":
+        extractor = build_token_extractor(config)
+    else:
+        extractor = build_feature_extractor(config)
+
+    def make(bag: int) -> AnomalyDetector:
+        return detector_class(extractor, **settings)
+
+    return make

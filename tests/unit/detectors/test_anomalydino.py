@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from detector_helpers import labels_of
 from omegaconf import OmegaConf
 
 from baaf.filter import BaggingAnomalyFilter
@@ -39,10 +40,6 @@ def untrained_extractor(**options) -> ViTTokenExtractor:
 @pytest.fixture(scope="module")
 def extractor():
     return untrained_extractor()
-
-
-def labels_of(samples) -> np.ndarray:
-    return np.array([sample.label for sample in samples])
 
 
 def test_untrained_vit_token_maps_drop_class_token(extractor, tiny_category):

@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from detector_helpers import labels_of, small_extractor
 
 from baaf.metrics import image_auroc
 from detectors.dfm import DFM
 from detectors.features import FeatureExtractor
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-LAYERS = (2, 3)
-
-
-def small_extractor() -> FeatureExtractor:
-    return FeatureExtractor(
-        "tf_efficientnet_lite0", LAYERS, "package", resize=128, input_size=112
-    )
-
 
 @pytest.fixture(scope="module")
 def extractor():
     return small_extractor()
-
-
-def labels_of(samples) -> np.ndarray:
-    return np.array([sample.label for sample in samples])
 
 
 def test_dfm_prediction_shapes_and_frame(extractor, tiny_category):

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from detector_helpers import labels_of, small_extractor
 
 from baaf.metrics import image_auroc
 from detectors.features import FeatureExtractor
@@ -17,23 +16,12 @@ from detectors.inreach import (
     sample_image_pairs,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 LAYERS = (2, 3)
-
-
-def small_extractor() -> FeatureExtractor:
-    return FeatureExtractor(
-        "tf_efficientnet_lite0", LAYERS, "package", resize=128, input_size=112
-    )
 
 
 @pytest.fixture(scope="module")
 def extractor():
     return small_extractor()
-
-
-def labels_of(samples) -> np.ndarray:
-    return np.array([sample.label for sample in samples])
 
 
 def test_sample_image_pairs_covers_each_image():

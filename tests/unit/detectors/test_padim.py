@@ -2,34 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from detector_helpers import labels_of, small_extractor
 from sklearn.covariance import ledoit_wolf
 
 from baaf.metrics import image_auroc
 from detectors.features import FeatureExtractor
 from detectors.padim import PaDiM, ledoit_wolf_covariances, select_channels
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 LAYERS = (1, 2, 3)
-
-
-def small_extractor() -> FeatureExtractor:
-    return FeatureExtractor(
-        "tf_efficientnet_lite0", LAYERS, "package", resize=128, input_size=112
-    )
 
 
 @pytest.fixture(scope="module")
 def extractor():
-    return small_extractor()
-
-
-def labels_of(samples) -> np.ndarray:
-    return np.array([sample.label for sample in samples])
+    return small_extractor(LAYERS)
 
 
 def test_ledoit_wolf_matches_scikit_learn():
@@ -101,7 +89,7 @@ def test_padim_refit_forgets_previous_training_set(extractor, tiny_category):
 def test_padim_cached_and_fresh_features_same_scores(extractor, tiny_category):
     train, test = tiny_category.train[:8], tiny_category.test
     cached = PaDiM(extractor).fit(train).predict(test)
-    fresh = PaDiM(small_extractor()).fit(train).predict(test)
+    fresh = PaDiM(small_extractor(LAYERS)).fit(train).predict(test)
     np.testing.assert_allclose(cached.image_scores, fresh.image_scores, rtol=1e-5)
     np.testing.assert_allclose(cached.anomaly_maps, fresh.anomaly_maps, rtol=1e-4)
 

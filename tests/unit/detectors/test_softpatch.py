@@ -2,34 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from detector_helpers import labels_of, small_extractor
 from sklearn.neighbors import LocalOutlierFactor
 
 from baaf.metrics import image_auroc
 from detectors.features import FeatureExtractor
 from detectors.softpatch import SoftPatch, local_outlier_factors
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 LAYERS = (2, 3)
-
-
-def small_extractor() -> FeatureExtractor:
-    return FeatureExtractor(
-        "tf_efficientnet_lite0", LAYERS, "package", resize=128, input_size=112
-    )
 
 
 @pytest.fixture(scope="module")
 def extractor():
     return small_extractor()
-
-
-def labels_of(samples) -> np.ndarray:
-    return np.array([sample.label for sample in samples])
 
 
 def test_local_outlier_factors_match_scikit_learn():
