@@ -24,8 +24,6 @@ patch, and the anomaly map always shows every patch's distance.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -40,7 +38,7 @@ from datasets.image_io import read_image
 from detectors._maps import framed_prediction, upsample_patch_scores
 from detectors.backbones import BackboneWeightsError, normalisation_stats
 from detectors.base import AnomalyDetector, Prediction
-from detectors.features import FeatureCache, preprocess_image
+from detectors.features import FeatureCache, preprocess_image, settings_hash
 from detectors.knn import NearestNeighbourIndex
 
 logger = logging.getLogger(__name__)
@@ -115,8 +113,7 @@ class ViTTokenExtractor:
             "mean": self.mean,
             "std": self.std,
         }
-        text = json.dumps(settings, sort_keys=True)
-        return hashlib.sha1(text.encode()).hexdigest()[:16]
+        return settings_hash(settings)
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """Resize, centre crop and normalise one (H, W, 3) uint8 image.

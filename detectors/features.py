@@ -60,6 +60,12 @@ def preprocess_image(
     return (tensor - mean_tensor) / std_tensor
 
 
+def settings_hash(settings: dict) -> str:
+    """Return a 16-character hex digest of JSON-serialisable ``settings``."""
+    text = json.dumps(settings, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
 class FeatureCache:
     """Layer outputs per image, in memory up to a budget, then on disk.
 
@@ -187,8 +193,7 @@ class FeatureExtractor:
             "mean": self.mean,
             "std": self.std,
         }
-        text = json.dumps(settings, sort_keys=True)
-        return hashlib.sha1(text.encode()).hexdigest()[:16]
+        return settings_hash(settings)
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """Resize, centre crop and normalise one image.

@@ -93,11 +93,18 @@ class NearestNeighbourIndex:
             Euclidean (not squared) distances, ascending.
         indices : ndarray of shape (Q, k), int64
         """
+        return self._search(self._checked_queries(queries), k)
+
+    def _checked_queries(self, queries: np.ndarray) -> np.ndarray:
         if self.index_ is None:
             msg = "NearestNeighbourIndex.search called before fit"
             raise RuntimeError(msg)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         check_embeddings(queries, "query embeddings")
+        return queries
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Search validated float32 queries (Q, D) in chunks."""
         distances = np.empty((len(queries), k), dtype=np.float32)
         indices = np.empty((len(queries), k), dtype=np.int64)
         for first in range(0, len(queries), self.chunk_size):
@@ -129,22 +136,21 @@ class NearestNeighbourIndex:
         ndarray of shape (G,), float32
         """
         n_groups, n_queries, dim = queries.shape
-        flat = np.ascontiguousarray(queries.reshape(-1, dim), dtype=np.float32)
-        check_embeddings(flat, "query embeddings")
+        flat = self._checked_queries(queries.reshape(-1, dim))  # (G * P, D)
         lists = self._inverted_lists()
         if lists is None:
-            distances, _ = self.search(flat, k)
+            distances, _ = self._search(flat, k)
             return distances.mean(axis=1).reshape(n_groups, n_queries).max(axis=1)
         bounds = lists.upper_bounds(flat, k).reshape(n_groups, n_queries)
         exact = np.full((n_groups, n_queries), -np.inf, dtype=np.float32)
         probes = min(PROBES_PER_GROUP, n_queries)
         first = np.argpartition(-bounds, probes - 1, axis=1)[:, :probes]
         self._fill_exact(
-            queries, exact, np.repeat(np.arange(n_groups), probes), first.ravel(), k
+            flat, exact, np.repeat(np.arange(n_groups), probes), first.ravel(), k
         )
         best = exact.max(axis=1)  # (G,)
         rest = np.nonzero((bounds > best[:, None]) & np.isneginf(exact))
-        self._fill_exact(queries, exact, rest[0], rest[1], k)
+        self._fill_exact(flat, exact, rest[0], rest[1], k)
         logger.debug(
             "largest_per_group: %d of %d queries searched exactly",
             n_groups * probes + len(rest[0]),
@@ -154,14 +160,16 @@ class NearestNeighbourIndex:
 
     def _fill_exact(
         self,
-        queries: np.ndarray,
+        flat: np.ndarray,
         exact: np.ndarray,
         groups: np.ndarray,
         members: np.ndarray,
         k: int,
     ) -> None:
+        """Search ``flat`` rows (G * P, D) of the given (group, member) pairs."""
         if len(groups):
-            distances, _ = self.search(queries[groups, members], k)
+            rows = groups * exact.shape[1] + members
+            distances, _ = self._search(flat[rows], k)
             exact[groups, members] = distances.mean(axis=1)
 
     def _inverted_lists(self) -> InvertedLists | None:
