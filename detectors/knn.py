@@ -28,8 +28,9 @@ MAX_ABS_VALUE = 1e15
 def check_embeddings(array: np.ndarray, description: str) -> None:
     """Raise ValueError when ``array`` contains NaN, inf or values too large.
 
-    Squared distances of values above ``MAX_ABS_VALUE`` overflow float32, and
-    faiss aborts the process on them instead of raising.
+    Squared distances of values above ``MAX_ABS_VALUE`` overflow float32. With
+    faiss-cpu 1.15.1, k-means on such values aborted the process instead of
+    raising.
     """
     if array.size == 0:
         return
@@ -208,7 +209,7 @@ class InvertedLists:
     """
 
     def __init__(self, bank: np.ndarray, seed: int = 0):
-        # faiss wants at least 39 training rows per list.
+        # faiss warns when a list gets fewer than 39 training rows.
         n_lists = max(1, min(int(np.sqrt(len(bank))), len(bank) // 39))
         self.quantizer, order, self.bounds = kmeans_partition(bank, n_lists, seed)
         self.members = torch.from_numpy(bank[order])  # (M, D), sorted by list
